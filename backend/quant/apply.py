@@ -21,7 +21,7 @@ from .calibration import ActivationRecorder, CalibrationRecord
 from .config import LayerOverride, LayerRecipe, QuantConfig
 from .errors import QuantError
 from .layers import QUANT_LAYER_TYPES, ActQuantizer, QuantConv2d, QuantLinear
-from .primitives import choose_qparams
+from .primitives import choose_qparams, qrange
 from .report import LayerReport, QuantReport
 from .timestep import attach_timestep_tracker
 
@@ -226,9 +226,9 @@ def _set_static_ranges(
     act.set_static(torch.stack(lo_rows), torch.stack(hi_rows), bounds, int(np.argmax(counts)))
 
 
-def _range_from_qparams(s: torch.Tensor, z: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from .primitives import qrange
-
+def _range_from_qparams(
+    s: torch.Tensor, z: torch.Tensor, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     qmin, qmax = qrange(bits, symmetric)
     return (qmin - z) * s, (qmax - z) * s
 

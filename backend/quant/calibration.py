@@ -13,6 +13,7 @@ smoothing and calibration-set methods read it, and the app draws histograms from
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,11 @@ def _next_pow2(v: float) -> float:
     return float(2.0 ** torch.ceil(torch.log2(torch.tensor(v))).item())
 
 
+def _doublings(small: float, big: float) -> int:
+    """How many doublings take a power-of-two range ``small`` to ``big``."""
+    return round(math.log2(big / small))
+
+
 def _grow_hist(hist: torch.Tensor, times: int) -> torch.Tensor:
     """Re-bin a histogram over [-R, R] to [-2^times R, 2^times R] exactly (bins % 4 == 0)."""
     n = hist.numel()
@@ -124,9 +130,9 @@ def merge_stats(items: Iterable[ActStats], max_samples: int = 4096, seed: int = 
             else:
                 big = max(r, out.hist_range)
                 if out.hist_range < big:
-                    out.hist = _grow_hist(out.hist, round(torch.log2(torch.tensor(big / out.hist_range)).item()))
+                    out.hist = _grow_hist(out.hist, _doublings(out.hist_range, big))
                 if r < big:
-                    h = _grow_hist(h, round(torch.log2(torch.tensor(big / r)).item()))
+                    h = _grow_hist(h, _doublings(r, big))
                 out.hist, out.hist_range = out.hist + h, big
         if s.samples is not None:
             out.samples = s.samples if out.samples is None else torch.cat([out.samples, s.samples])
@@ -284,8 +290,7 @@ class ActivationRecorder:
         if s.hist is None:
             s.hist, s.hist_range = torch.zeros(self.bins, dtype=torch.int64), need
         elif need > s.hist_range:
-            times = round(torch.log2(torch.tensor(need / s.hist_range)).item())
-            s.hist, s.hist_range = _grow_hist(s.hist, times), need
+            s.hist, s.hist_range = _grow_hist(s.hist, _doublings(s.hist_range, need)), need
         s.hist += torch.histc(flat, bins=self.bins, min=-s.hist_range, max=s.hist_range).to(torch.int64)
         take = min(flat.numel(), self.max_samples)
         idx = torch.randint(0, flat.numel(), (take,), generator=self._rng)
