@@ -1,0 +1,1 @@
+"""Training and evaluation of the embedded image model `tiny-digits` and its judge classifier."""
