@@ -20,7 +20,7 @@ from torch import nn
 from .calibration import ActivationRecorder, CalibrationRecord
 from .config import LayerOverride, LayerRecipe, QuantConfig
 from .errors import QuantError
-from .layers import QUANT_LAYER_TYPES, ActQuantizer, QuantConv2d, QuantLinear
+from .layers import QUANT_LAYER_TYPES, ActQuantizer, QuantConv2d, QuantLinear, int8_eligible
 from .primitives import choose_qparams, qrange
 from .report import LayerReport, QuantReport
 from .timestep import attach_timestep_tracker
@@ -41,6 +41,9 @@ def resolve_recipe(name: str, config: QuantConfig) -> tuple[LayerRecipe | None, 
         "a_granularity": config.a_granularity, "a_group_size": config.a_group_size,
         "a_symmetric": config.a_symmetric, "a_mode": config.a_mode,
         "a_scale_method": config.a_scale_method,
+        "smooth_alpha": config.smooth_alpha, "lowrank_rank": config.lowrank_rank,
+        "residual_bits": config.residual_bits, "residual_threshold": config.residual_threshold,
+        "act_lzs_group": config.act_lzs_group, "act_lzs_rounding": config.act_lzs_rounding,
     }
     skipped = next((p for p in config.skip if fnmatch.fnmatch(name, p)), None)
     reason = f"skip list ({skipped})" if skipped else ""
@@ -62,7 +65,9 @@ def resolve_recipe(name: str, config: QuantConfig) -> tuple[LayerRecipe | None, 
 
 
 def _apply_override(fields: dict[str, Any], ov: LayerOverride) -> None:
-    for key in ("w_bits", "a_bits", "w_group_size", "a_group_size", "w_granularity", "a_granularity"):
+    keys = ("w_bits", "a_bits", "w_group_size", "a_group_size", "w_granularity", "a_granularity",
+            "smooth_alpha")
+    for key in keys:
         value = getattr(ov, key)
         if value is not None:
             fields[key] = value
@@ -114,13 +119,18 @@ def quantize(module: nn.Module, config: QuantConfig, calibration: Calibration = 
     if isinstance(calibration, CalibrationRecord):
         record = calibration
     elif callable(calibration):
-        record = ActivationRecorder(module, layer_names=list(plan)).run(calibration)
+        searching = any(r.smooth_alpha == "search" for r in plan.values())
+        record = ActivationRecorder(module, layer_names=list(plan), keep_rows=256 if searching else 0).run(
+            calibration
+        )
     elif calibration is not None:
         raise QuantError("calibration must be a CalibrationRecord, a callable or None")
+    needs_record = needs_record or any(r.smooth_alpha is not None for r in plan.values())
     if needs_record and record is None:
         raise QuantError(
-            "static activation quantization needs calibration data: pass calibration=<record "
-            "or a callable that runs the sampling loop>, or use a_mode='dynamic'"
+            "static activation quantization and smoothing need calibration data: pass "
+            "calibration=<record or a callable that runs the sampling loop>, or use "
+            "a_mode='dynamic' without smoothing"
         )
 
     fp_bytes = sum(p.numel() * 4 for p in module.parameters())
@@ -132,10 +142,14 @@ def quantize(module: nn.Module, config: QuantConfig, calibration: Calibration = 
         n_buckets = 1
         if recipe.a_bits is not None and recipe.a_mode == "static":
             n_buckets = _bucket_count(record, name, config.a_timestep_buckets)
+        extras: dict[str, Any] = {}
+        smooth = None
+        if recipe.smooth_alpha is not None:
+            smooth, extras = _smoothing_for(name, layer, recipe, record)
         if isinstance(layer, nn.Linear):
             compute = _compute_for(name, recipe, config.compute)
             q: QuantLinear | QuantConv2d = QuantLinear.from_linear(
-                name, layer, recipe, n_buckets=n_buckets, compute=compute, qopts=qopts
+                name, layer, recipe, n_buckets=n_buckets, compute=compute, qopts=qopts, smooth=smooth
             )
         else:
             q = QuantConv2d.from_conv(name, layer, recipe, n_buckets=n_buckets, qopts=qopts)
@@ -144,7 +158,9 @@ def quantize(module: nn.Module, config: QuantConfig, calibration: Calibration = 
             if recipe.a_mode == "static":
                 _set_static_ranges(q.act, record, name, recipe, n_buckets, config)
         _replace(module, name, q)
-        report.layers.append(_layer_report(name, layer, q))
+        rec = _layer_report(name, layer, q)
+        rec.extras.update(extras)
+        report.layers.append(rec)
     report.model_stored_bytes = model_stored_bytes(module)
     return report
 
@@ -163,10 +179,7 @@ def model_stored_bytes(module: nn.Module) -> int:
 def _compute_for(name: str, recipe: LayerRecipe, mode: str) -> str:
     if recipe.a_bits is None or mode == "fake":
         return "fake"
-    eligible = (
-        recipe.w_bits == 8 and recipe.w_symmetric and recipe.w_granularity in ("tensor", "channel")
-        and recipe.a_bits == 8 and recipe.a_granularity in ("tensor", "token")
-    )
+    eligible = int8_eligible(recipe)
     if mode == "int8" and not eligible:
         raise QuantError(f"{name}: compute='int8' needs {QuantLinear.int8_requirements()}")
     return "int8" if eligible else "fake"
@@ -185,6 +198,27 @@ def _bucket_count(record: CalibrationRecord | None, name: str, requested: int | 
             "calibration loop); check that the calibration callable drives this module"
         )
     return max(1, min(requested or 1, len(record.layers[name])))
+
+
+def _smoothing_for(
+    name: str, layer: nn.Module, recipe: LayerRecipe, record: CalibrationRecord | None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    from .methods.smoothing import search_alpha, smoothing_factors
+
+    if not isinstance(layer, nn.Linear):
+        raise QuantError(f"{name}: smoothing is implemented for Linear layers only")
+    if record is None or name not in record.layers:
+        raise QuantError(f"{name}: smoothing needs calibration statistics of this layer")
+    stats = record.merged(name)
+    if stats.ch_absmax is None:
+        raise QuantError(f"{name}: smoothing needs per-channel statistics (record with per_channel=True)")
+    alpha = recipe.smooth_alpha
+    extras: dict[str, Any] = {}
+    if alpha == "search":
+        alpha, errors = search_alpha(stats.rows, stats.ch_absmax, layer.weight, recipe)
+        extras["alpha_errors"] = {str(a): e for a, e in errors.items()}
+    extras["smooth_alpha"] = float(alpha)
+    return smoothing_factors(stats.ch_absmax, layer.weight, float(alpha)), extras
 
 
 def _set_static_ranges(
@@ -216,11 +250,11 @@ def _set_static_ranges(
             if stats.samples is None:
                 raise QuantError(f"{name}: no value samples recorded for {recipe.a_scale_method} scales")
             s, z = choose_qparams(
-                stats.samples.view(1, 1, -1), recipe.a_bits, recipe.a_symmetric,
+                stats.samples.view(1, 1, -1), act.bits, act.symmetric,
                 recipe.a_scale_method, percentile=config.percentile, grid=config.mse_grid,
                 min_ratio=config.mse_min_ratio,
             )
-            lo, hi = _range_from_qparams(s, z, recipe.a_bits, recipe.a_symmetric)
+            lo, hi = _range_from_qparams(s, z, act.bits, act.symmetric)
         lo_rows.append(lo.reshape(-1).float())
         hi_rows.append(hi.reshape(-1).float())
     act.set_static(torch.stack(lo_rows), torch.stack(hi_rows), bounds, int(np.argmax(counts)))
@@ -236,7 +270,7 @@ def _range_from_qparams(
 def _layer_report(name: str, fp_layer: nn.Module, q: QuantLinear | QuantConv2d) -> LayerReport:
     r = q.recipe
     w = fp_layer.weight.detach().float()
-    wq = q.dequantized_weight()
+    wq = q.effective_weight()
     diff = (w - wq).float()
     rel = float(diff.norm() / w.norm().clamp_min(1e-12))
     return LayerReport(
@@ -255,7 +289,24 @@ def _layer_report(name: str, fp_layer: nn.Module, q: QuantLinear | QuantConv2d) 
         weight_rel_error=rel,
         weight_mse=float(diff.pow(2).mean()),
         notes=list(r.notes),
+        extras=_method_extras(q),
     )
+
+
+def _method_extras(q: QuantLinear | QuantConv2d) -> dict[str, Any]:
+    """What a method added to a layer, for the report (sparsity reached, branch sizes)."""
+    out: dict[str, Any] = {}
+    if q.residual_meta is not None:
+        m = q.residual_meta
+        out["residual"] = {"bits": m["bits"], "kept": m["nnz"], "numel": m["numel"], "sparsity": m["sparsity"],
+                           "encoding": m["encoding"], "bytes": q.residual_stored_bytes()}
+    if q.lr_up is not None:
+        out["lowrank_rank"] = int(q.lr_up.shape[1])
+    if q.act is not None and hasattr(q.act, "lzs_group"):
+        from .methods.rtzs import effective_bits
+
+        out["act_effective_bits"] = effective_bits(q.act.target_bits, q.act.lzs_group)
+    return out
 
 
 def dequantized_copy(module: nn.Module) -> nn.Module:
@@ -268,14 +319,14 @@ def dequantized_copy(module: nn.Module) -> nn.Module:
     for name, m in list(out.named_modules()):
         if isinstance(m, QuantLinear):
             lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-            lin.weight.data.copy_(m.dequantized_weight())
+            lin.weight.data.copy_(m.effective_weight())
             if m.bias is not None:
                 lin.bias.data.copy_(m.bias.data)
             _replace(out, name, lin)
         elif isinstance(m, QuantConv2d):
             ca = dict(m.conv_args)
             conv = nn.Conv2d(bias=m.bias is not None, **ca)
-            conv.weight.data.copy_(m.dequantized_weight())
+            conv.weight.data.copy_(m.effective_weight())
             if m.bias is not None:
                 conv.bias.data.copy_(m.bias.data)
             _replace(out, name, conv)

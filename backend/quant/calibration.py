@@ -52,6 +52,7 @@ class ActStats:
     hist: torch.Tensor | None = None
     hist_range: float = 0.0
     samples: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
     percentiles: dict[float, float] = field(default_factory=dict)
 
     @property
@@ -136,6 +137,8 @@ def merge_stats(items: Iterable[ActStats], max_samples: int = 4096, seed: int = 
                 out.hist, out.hist_range = out.hist + h, big
         if s.samples is not None:
             out.samples = s.samples if out.samples is None else torch.cat([out.samples, s.samples])
+        if s.rows is not None:
+            out.rows = s.rows if out.rows is None else torch.cat([out.rows, s.rows])
     if out.samples is not None and out.samples.numel() > max_samples:
         idx = torch.randperm(out.samples.numel(), generator=rng)[:max_samples]
         out.samples = out.samples[idx]
@@ -206,12 +209,14 @@ class ActivationRecorder:
         bins: int = 256,
         max_samples: int = 4096,
         per_channel: bool = True,
+        keep_rows: int = 0,
         seed: int = 0,
     ) -> None:
         if bins % 4:
             raise QuantError("histogram bins must be a multiple of 4")
         self.root = root
         self.bins, self.max_samples, self.per_channel = bins, max_samples, per_channel
+        self.keep_rows = keep_rows
         self.record = CalibrationRecord(percentiles=tuple(percentiles), bins=bins)
         self._rng = torch.Generator().manual_seed(seed)
         self._handles: list[Any] = []
@@ -299,6 +304,12 @@ class ActivationRecorder:
         if s.samples.numel() > self.max_samples:
             keep = torch.randperm(s.samples.numel(), generator=self._rng)[: self.max_samples]
             s.samples = s.samples[keep]
+        if self.keep_rows:
+            pick = torch.randint(0, x2.shape[0], (min(self.keep_rows, x2.shape[0]),), generator=self._rng)
+            s.rows = x2[pick] if s.rows is None else torch.cat([s.rows, x2[pick]])
+            if s.rows.shape[0] > self.keep_rows:
+                keep = torch.randperm(s.rows.shape[0], generator=self._rng)[: self.keep_rows]
+                s.rows = s.rows[keep]
 
 
 def default_layer_filter(name: str, module: nn.Module) -> bool:

@@ -71,6 +71,7 @@ class LayerOverride:
     skip: bool = False
     keep_fp_weights: bool = False  # W stays FP but activations still quantized
     keep_fp_activations: bool = False  # A stays FP but weights still quantized
+    smooth_alpha: float | None = None
     reason: str = ""
 
 
@@ -114,6 +115,21 @@ class QuantConfig:
     overrides: tuple[tuple[str, LayerOverride], ...] = ()
     compute: Literal["fake", "int8", "auto"] = "auto"
     quantize_conv: bool = True
+    # -- method options (see backend/quant/methods) ----------------------------------------
+    #: SmoothQuant-style migration strength; ``None`` = off, ``"search"`` = per-layer grid
+    #: search of alpha on calibration rows (methods/smoothing.py).
+    smooth_alpha: float | str | None = None
+    #: rank of an FP16 low-rank branch absorbing the weight's top singular directions
+    lowrank_rank: int = 0
+    #: RT/ZS weights: bits of the re-quantized residual (``None`` = no residual stage) and the
+    #: truncation threshold in units of the main quantization step (methods/rtzs.py)
+    residual_bits: int | None = None
+    residual_threshold: float = 0.0
+    #: RT/ZS activations (QuaRTZ): group size of the leading-zero-suppression stage that
+    #: compresses 8-bit codes to ``a_bits``; ``None`` = plain affine activations
+    act_lzs_group: int | None = None
+    #: how LZS drops low bits: "truncate" (the paper's wording) or "nearest" (same storage)
+    act_lzs_rounding: Literal["truncate", "nearest"] = "nearest"
 
     def __post_init__(self) -> None:
         if self.w_bits is not None and self.w_bits not in WEIGHT_BITS:
@@ -140,6 +156,25 @@ class QuantConfig:
             raise QuantError("per-token activation scales exist only in dynamic mode")
         if self.compute not in ("fake", "int8", "auto"):
             raise QuantError(f"compute {self.compute!r} unknown; use 'fake', 'int8' or 'auto'")
+        if isinstance(self.smooth_alpha, str) and self.smooth_alpha != "search":
+            raise QuantError("smooth_alpha must be a number in [0, 1], 'search' or None")
+        if isinstance(self.smooth_alpha, float | int) and not 0.0 <= self.smooth_alpha <= 1.0:
+            raise QuantError(f"smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
+        if self.lowrank_rank < 0:
+            raise QuantError("lowrank_rank must be >= 0")
+        if self.residual_bits is not None and self.residual_bits not in WEIGHT_BITS:
+            raise QuantError(f"residual bits {self.residual_bits} unsupported; choose one of {WEIGHT_BITS}")
+        if self.residual_bits is not None and self.w_bits is None:
+            raise QuantError("residual quantization needs weight bits")
+        if not 0.0 <= self.residual_threshold <= 10.0:
+            raise QuantError("residual_threshold is in units of the main step and must be in [0, 10]")
+        if self.act_lzs_group is not None:
+            if self.a_bits is None or self.a_bits >= 8:
+                raise QuantError("leading-zero suppression compresses 8-bit codes: set a_bits to 4 or 6")
+            if self.act_lzs_group < 1:
+                raise QuantError("act_lzs_group must be >= 1")
+        if self.act_lzs_rounding not in ("truncate", "nearest"):
+            raise QuantError("act_lzs_rounding must be 'truncate' or 'nearest'")
         for pattern, ov in self.overrides:
             if not isinstance(ov, LayerOverride):
                 raise QuantError(f"override for {pattern!r} must be a LayerOverride")
@@ -188,4 +223,10 @@ class LayerRecipe:
     a_symmetric: bool
     a_mode: ActMode
     a_scale_method: ScaleMethod
+    smooth_alpha: float | str | None = None
+    lowrank_rank: int = 0
+    residual_bits: int | None = None
+    residual_threshold: float = 0.0
+    act_lzs_group: int | None = None
+    act_lzs_rounding: str = "nearest"
     notes: tuple[str, ...] = field(default=())

@@ -152,19 +152,37 @@ class ActQuantizer(nn.Module):
 
 
 class QuantWeightMixin:
-    """Packed-weight storage shared by :class:`QuantLinear` and :class:`QuantConv2d`."""
+    """Packed-weight storage shared by :class:`QuantLinear` and :class:`QuantConv2d`.
+
+    Besides the main packed codes a layer may hold the parts some methods add, each stored
+    and counted: a per-input-channel smoothing vector (SmoothQuant migration, fp32), an FP16
+    low-rank branch ``lr_up @ lr_down`` (SVD, audio-DiT PTQ paper) and a zero-suppressed
+    residual stage (RT/ZS: residual codes only where the mask is set, the mask in its
+    smallest sparse encoding).
+    """
 
     recipe: LayerRecipe
     w_shape: tuple[int, ...]
 
-    def _init_weight_buffers(self, w2d_shape: tuple[int, int]) -> None:
+    def _init_weight_buffers(self, w2d_shape: tuple[int, int], residual_meta: dict | None = None) -> None:
         r = self.recipe
         out_f, in_f = w2d_shape
         self._w2d_shape = w2d_shape
         self._cache: torch.Tensor | None = None
         self._int8_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.residual_meta: dict | None = None
+        if r.smooth_alpha is not None:
+            self.register_buffer("smooth", torch.ones(in_f))
+        else:
+            self.smooth = None
+        if r.lowrank_rank:
+            rank = min(r.lowrank_rank, out_f, in_f)
+            self.register_buffer("lr_up", torch.zeros(out_f, rank, dtype=torch.float16))
+            self.register_buffer("lr_down", torch.zeros(rank, in_f, dtype=torch.float16))
+        else:
+            self.lr_up = self.lr_down = None
         if r.w_bits is None:
-            self.register_buffer("weight_fp", torch.zeros(self.w_shape))
+            self.register_buffer("weight_fp", torch.zeros(w2d_shape))
             return
         if r.w_granularity == "tensor":
             rows, groups = 1, 1
@@ -182,16 +200,43 @@ class QuantWeightMixin:
         self.register_buffer("w_scale", torch.ones(rows, groups, 1, dtype=torch.float16))
         if not r.w_symmetric:
             self.register_buffer("w_zero", torch.zeros(rows, groups, 1, dtype=torch.uint8))
+        if residual_meta is not None:
+            self._set_residual_buffers(
+                residual_meta,
+                torch.zeros(residual_meta["packed_nbytes"], dtype=torch.uint8),
+                torch.zeros(residual_meta["index_nbytes"], dtype=torch.uint8),
+                torch.ones(rows, groups, 1, dtype=torch.float16),
+            )
 
-    def _quantize_weight(self, weight: torch.Tensor) -> None:
+    def _set_residual_buffers(
+        self, meta: dict, packed: torch.Tensor, index: torch.Tensor, scale: torch.Tensor
+    ) -> None:
+        self.residual_meta = dict(meta)
+        self.register_buffer("r_packed", packed)
+        self.register_buffer("r_index", index)
+        self.register_buffer("r_scale", scale)
+
+    def _quantize_weight(self, weight: torch.Tensor, smooth: torch.Tensor | None = None) -> None:
         r = self.recipe
-        w = weight.detach().float()
-        if r.w_bits is None:
-            self.weight_fp.copy_(w)
-            return
-        w2d = w.reshape(self._w2d_shape)
+        w2d = weight.detach().float().reshape(self._w2d_shape)
         if not torch.isfinite(w2d).all():
             raise QuantError(f"{self.layer_name}: weight contains NaN or inf")
+        if self.smooth is not None:
+            if smooth is None:
+                raise QuantError(f"{self.layer_name}: smoothing enabled but no factors were given")
+            self.smooth.copy_(smooth)
+            w2d = w2d * smooth.reshape(1, -1)
+        if self.lr_up is not None:
+            u, sv, vh = torch.linalg.svd(w2d, full_matrices=False)
+            rank = self.lr_up.shape[1]
+            self.lr_up.copy_((u[:, :rank] * sv[:rank]).half())
+            self.lr_down.copy_(vh[:rank].half())
+            w2d = w2d - self.lr_up.float() @ self.lr_down.float()
+        self._cache = None
+        self._int8_cache = None
+        if r.w_bits is None:
+            self.weight_fp.copy_(w2d)
+            return
         g = group_view(w2d, r.w_granularity, r.w_group_size, self.layer_name)
         scale, zero = choose_qparams(g, r.w_bits, r.w_symmetric, r.w_scale_method, **self._qopts)
         scale16 = _to_fp16_scale(scale)
@@ -201,8 +246,14 @@ class QuantWeightMixin:
         self.w_scale.copy_(scale16)
         if not r.w_symmetric:
             self.w_zero.copy_(zero.to(torch.uint8))
-        self._cache = None
-        self._int8_cache = None
+        if r.residual_bits is not None:
+            from .methods.rtzs import residual_stage
+
+            main = (codes - zero) * scale16.float()
+            meta, packed, index, rscale = residual_stage(
+                g, main, scale16.float(), r.residual_bits, r.residual_threshold
+            )
+            self._set_residual_buffers(meta, packed, index, rscale)
 
     def weight_codes(self) -> torch.Tensor:
         """Signed/unsigned integer codes in the grouped view ``(rows, groups, k)``."""
@@ -214,15 +265,31 @@ class QuantWeightMixin:
         return codes.view(rows, groups, -1)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The float32 weight the quantized layer computes with (cached)."""
+        """The float32 weight of the quantized matmul (cached), in the smoothed domain and
+        without the low-rank branch: main codes plus the residual stage when present."""
         if self.recipe.w_bits is None:
-            return self.weight_fp
+            return self.weight_fp.reshape(self.w_shape)
         if self._cache is None:
             codes = self.weight_codes().float()
             zero = self.w_zero.float() if not self.recipe.w_symmetric else 0.0
             w = (codes - zero) * self.w_scale.float()
+            if self.residual_meta is not None and self.residual_meta["nnz"]:
+                from .methods.rtzs import decode_residual
+
+                w = w + decode_residual(self.residual_meta, self.r_packed, self.r_index, self.r_scale, w.shape)
             self._cache = w.reshape(self.w_shape)
         return self._cache
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight this layer is equivalent to in the original (unsmoothed) domain: the
+        quantized part plus the low-rank branch, divided by the smoothing factors. With FP
+        activations the layer computes exactly ``x @ effective_weight().T``."""
+        w = self.dequantized_weight().reshape(self._w2d_shape)
+        if self.lr_up is not None:
+            w = w + self.lr_up.float() @ self.lr_down.float()
+        if self.smooth is not None:
+            w = w / self.smooth.reshape(1, -1)
+        return w.reshape(self.w_shape)
 
     def drop_cache(self) -> None:
         """Free the float copy of the weight (it is rebuilt from the packed codes on use)."""
@@ -235,12 +302,29 @@ class QuantWeightMixin:
         return super()._load_from_state_dict(*args, **kwargs)
 
     def weight_stored_bytes(self) -> int:
-        """Packed codes + fp16 scales + uint8 zero points (+ FP weight if kept in FP)."""
+        """Packed codes + fp16 scales + uint8 zero points (+ FP weight if kept in FP), plus the
+        smoothing vector, low-rank branch and residual stage when present."""
         if self.recipe.w_bits is None:
-            return self.weight_fp.numel() * 4
-        b = self.w_packed.numel() + self.w_scale.numel() * 2
-        if not self.recipe.w_symmetric:
-            b += self.w_zero.numel()
+            b = self.weight_fp.numel() * 4
+        else:
+            b = self.w_packed.numel() + self.w_scale.numel() * 2
+            if not self.recipe.w_symmetric:
+                b += self.w_zero.numel()
+        if self.smooth is not None:
+            b += self.smooth.numel() * 4
+        if self.lr_up is not None:
+            b += (self.lr_up.numel() + self.lr_down.numel()) * 2
+        if self.residual_meta is not None:
+            b += self.residual_stored_bytes()
+        return b
+
+    def residual_stored_bytes(self) -> int:
+        """Residual codes + sparse mask + fp16 residual scales (none when nothing is kept)."""
+        if self.residual_meta is None:
+            return 0
+        b = self.r_packed.numel() + self.r_index.numel()
+        if self.residual_meta["nnz"]:
+            b += self.r_scale.numel() * 2
         return b
 
 
@@ -255,6 +339,23 @@ class _QuantBase(QuantWeightMixin, nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_f), requires_grad=False)
         else:
             self.register_parameter("bias", None)
+
+    def _make_act(self, channels: int, n_buckets: int) -> None:
+        r = self.recipe
+        self.act = None
+        if r.a_bits is None:
+            return
+        if r.act_lzs_group is not None:
+            from .methods.rtzs import LZSActQuantizer
+
+            self.act = LZSActQuantizer(
+                r.a_bits, r.act_lzs_group, r.a_mode, r.a_granularity, r.a_group_size, channels, n_buckets,
+                rounding=r.act_lzs_rounding,
+            )
+        else:
+            self.act = ActQuantizer(
+                r.a_bits, r.a_symmetric, r.a_mode, r.a_granularity, r.a_group_size, channels, n_buckets
+            )
 
     def stored_bytes(self) -> int:
         """Everything this layer stores: weight, bias (fp32) and static activation params."""
@@ -285,18 +386,14 @@ class QuantLinear(_QuantBase):
         n_buckets: int = 1,
         compute: str = "fake",
         qopts: dict | None = None,
+        residual_meta: dict | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.w_shape = (out_features, in_features)
         self._setup_common(name, recipe, qopts or {}, bias, out_features)
-        self._init_weight_buffers((out_features, in_features))
-        self.act = None
-        if recipe.a_bits is not None:
-            self.act = ActQuantizer(
-                recipe.a_bits, recipe.a_symmetric, recipe.a_mode, recipe.a_granularity,
-                recipe.a_group_size, in_features, n_buckets,
-            )
+        self._init_weight_buffers((out_features, in_features), residual_meta)
+        self._make_act(in_features, n_buckets)
         self.compute = compute
         if compute == "int8" and not self.int8_eligible():
             raise QuantError(f"{name}: the int8 compute path needs {self.int8_requirements()}")
@@ -311,31 +408,32 @@ class QuantLinear(_QuantBase):
 
     def int8_eligible(self) -> bool:
         """Whether the recipe keeps every scale constant along the reduction axis."""
-        r = self.recipe
-        return (
-            r.w_bits == 8 and r.w_symmetric and r.w_granularity in ("tensor", "channel")
-            and r.a_bits == 8 and r.a_granularity in ("tensor", "token")
-        )
+        return int8_eligible(self.recipe)
 
     @classmethod
     def from_linear(
         cls, name: str, linear: nn.Linear, recipe: LayerRecipe, *, n_buckets: int = 1,
-        compute: str = "fake", qopts: dict | None = None,
+        compute: str = "fake", qopts: dict | None = None, smooth: torch.Tensor | None = None,
     ) -> QuantLinear:
         q = cls(name, linear.in_features, linear.out_features, linear.bias is not None, recipe,
                 n_buckets=n_buckets, compute=compute, qopts=qopts)
-        q._quantize_weight(linear.weight)
+        q._quantize_weight(linear.weight, smooth)
         if linear.bias is not None:
             q.bias.data.copy_(linear.bias.detach().float())
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if self.smooth is not None:
+            x = x / self.smooth
         if self.act is not None and self.compute == "int8":
-            return self._int8_forward(x)
+            return self._int8_forward(x).to(dtype)
         w = self.dequantized_weight()
-        if self.act is not None:
-            x = self.act(x)
-        return F.linear(x.to(w.dtype), w, self.bias).to(x.dtype)
+        xq = self.act(x) if self.act is not None else x
+        y = F.linear(xq.to(w.dtype), w, self.bias)
+        if self.lr_up is not None:
+            y = y + F.linear(F.linear(x.to(w.dtype), self.lr_down.float()), self.lr_up.float())
+        return y.to(dtype)
 
     def _int8_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._int8_cache is None:
@@ -389,6 +487,7 @@ class QuantConv2d(_QuantBase):
         *,
         n_buckets: int = 1,
         qopts: dict | None = None,
+        residual_meta: dict | None = None,
     ) -> None:
         super().__init__()
         self.conv_args = dict(conv_args)
@@ -397,14 +496,11 @@ class QuantConv2d(_QuantBase):
         self.in_channels, self.out_channels = ca["in_channels"], ca["out_channels"]
         in_per_group = self.in_channels // ca["groups"]
         self.w_shape = (self.out_channels, in_per_group, kh, kw)
+        if recipe.smooth_alpha is not None or recipe.lowrank_rank:
+            raise QuantError(f"{name}: smoothing and low-rank branches are implemented for Linear layers only")
         self._setup_common(name, recipe, qopts or {}, bias, self.out_channels)
-        self._init_weight_buffers((self.out_channels, in_per_group * kh * kw))
-        self.act = None
-        if recipe.a_bits is not None:
-            self.act = ActQuantizer(
-                recipe.a_bits, recipe.a_symmetric, recipe.a_mode, recipe.a_granularity,
-                recipe.a_group_size, self.in_channels, n_buckets,
-            )
+        self._init_weight_buffers((self.out_channels, in_per_group * kh * kw), residual_meta)
+        self._make_act(self.in_channels, n_buckets)
         self.compute = "fake"
 
     @staticmethod
@@ -446,3 +542,13 @@ class QuantConv2d(_QuantBase):
 
 
 QUANT_LAYER_TYPES = (QuantLinear, QuantConv2d)
+
+
+def int8_eligible(r: LayerRecipe) -> bool:
+    """Whether a recipe keeps every scale constant along the reduction axis and adds no
+    float-side branch, so the layer can run as one int8 x int8 -> int32 matmul."""
+    return (
+        r.w_bits == 8 and r.w_symmetric and r.w_granularity in ("tensor", "channel")
+        and r.a_bits == 8 and r.a_granularity in ("tensor", "token") and r.act_lzs_group is None
+        and r.residual_bits is None and not r.lowrank_rank
+    )

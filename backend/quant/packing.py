@@ -59,3 +59,81 @@ def unpack(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     stream = ((p.unsqueeze(1) >> torch.arange(8, dtype=torch.int32)) & 1).reshape(-1)
     stream = stream[: n * bits].view(n, bits)
     return (stream << torch.arange(bits, dtype=torch.int32)).sum(dim=1)
+
+
+# -- sparse position encodings (zero suppression) ------------------------------------------
+#
+# A zero-suppressed tensor stores values only where a boolean mask is set; the mask itself
+# is stored in whichever of three encodings is smallest for it (measured, not estimated):
+#   bitmask : one bit per element                       -> ceil(n / 8) bytes
+#   csr     : uint16 column index per kept value + int32 row pointers -> 2*nnz + 4*(rows+1)
+#   rle     : the gap before each kept value as uint8, 255 meaning "+255, continue"
+#             (needs no row structure)                  -> nnz + sum(gap // 255)
+SPARSE_ENCODINGS = ("bitmask", "csr", "rle")
+
+
+def encode_mask(mask: torch.Tensor, encoding: str) -> torch.Tensor:
+    """Encode a 2-D boolean mask ``(rows, cols)`` as uint8 bytes."""
+    m = mask.reshape(mask.shape[0], -1).bool()
+    if encoding == "bitmask":
+        return pack(m.reshape(-1).to(torch.int32), 1)
+    if encoding == "csr":
+        if m.shape[1] > 65536:
+            raise QuantError("csr encoding needs at most 65536 columns")
+        cols = m.nonzero()[:, 1].to(torch.int32)
+        counts = m.sum(dim=1).to(torch.int64)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).to(torch.int32)
+        col_bytes = cols.to(torch.int16).view(torch.uint8) if cols.numel() else torch.zeros(0, dtype=torch.uint8)
+        return torch.cat([ptr.view(torch.uint8), col_bytes])
+    if encoding == "rle":
+        pos = m.reshape(-1).nonzero().reshape(-1).to(torch.int64)
+        if pos.numel() == 0:
+            return torch.zeros(0, dtype=torch.uint8)
+        gaps = torch.diff(pos, prepend=torch.tensor([-1])) - 1
+        escapes = gaps // 255
+        out_len = int(escapes.sum()) + pos.numel()
+        # each kept value contributes `escapes` bytes of 255 followed by the remainder
+        ends = torch.cumsum(escapes + 1, 0) - 1
+        out = torch.full((out_len,), 255, dtype=torch.uint8)
+        out[ends] = (gaps % 255).to(torch.uint8)
+        return out
+    raise QuantError(f"unknown sparse encoding {encoding!r}")
+
+
+def decode_mask(data: torch.Tensor, encoding: str, shape: tuple[int, int], nnz: int) -> torch.Tensor:
+    """Inverse of :func:`encode_mask`."""
+    rows, cols = shape
+    if encoding == "bitmask":
+        return unpack(data, 1, rows * cols).bool().view(rows, cols)
+    if encoding == "csr":
+        ptr = data[: 4 * (rows + 1)].view(torch.int32).to(torch.int64)
+        col = data[4 * (rows + 1):].view(torch.int16).to(torch.int64) & 0xFFFF
+        row = torch.repeat_interleave(torch.arange(rows), ptr[1:] - ptr[:-1])
+        mask = torch.zeros(rows, cols, dtype=torch.bool)
+        mask[row, col] = True
+        return mask
+    if encoding == "rle":
+        mask = torch.zeros(rows * cols, dtype=torch.bool)
+        if nnz:
+            b = data.to(torch.int64)
+            ends = (b != 255).nonzero().reshape(-1)
+            csum = torch.cumsum(b, 0)
+            # gap before value i = sum of its bytes (255 * escapes + remainder)
+            totals = csum[ends] - torch.cat([torch.zeros(1, dtype=torch.int64), csum[ends[:-1]]])
+            pos = torch.cumsum(totals + 1, 0) - 1
+            mask[pos] = True
+        return mask.view(rows, cols)
+    raise QuantError(f"unknown sparse encoding {encoding!r}")
+
+
+def smallest_mask_encoding(mask: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """Encode ``mask`` in every encoding and keep the smallest (ties: bitmask, csr, rle)."""
+    best: tuple[str, torch.Tensor] | None = None
+    for enc in SPARSE_ENCODINGS:
+        if enc == "csr" and mask.reshape(mask.shape[0], -1).shape[1] > 65536:
+            continue
+        data = encode_mask(mask, enc)
+        if best is None or data.numel() < best[1].numel():
+            best = (enc, data)
+    assert best is not None
+    return best

@@ -25,6 +25,7 @@ class LayerReport:
     weight_rel_error: float
     weight_mse: float
     notes: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -56,6 +57,13 @@ class QuantReport:
         return sum(layer.fp_bytes for layer in self.layers)
 
     @property
+    def residual_sparsity(self) -> float | None:
+        """Fraction of residuals truncated to zero over all RT/ZS layers (``None``: no RT)."""
+        res = [rec.extras["residual"] for rec in self.layers if rec.extras.get("residual")]
+        total = sum(r["numel"] for r in res)
+        return None if total == 0 else 1.0 - sum(r["kept"] for r in res) / total
+
+    @property
     def compression(self) -> float:
         """Stored size of the whole denoiser as a fraction of its FP32 size."""
         return self.model_stored_bytes / max(self.model_fp_bytes, 1)
@@ -76,6 +84,7 @@ class QuantReport:
             "model_stored_bytes": self.model_stored_bytes,
             "model_fp_bytes": self.model_fp_bytes,
             "compression": self.compression,
+            "residual_sparsity": self.residual_sparsity,
             "extras": self.extras,
         }
 

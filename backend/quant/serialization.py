@@ -34,6 +34,7 @@ def _layer_spec(q: QuantLinear | QuantConv2d) -> dict:
         "bias": q.bias is not None,
         "n_buckets": int(q.act.scales.shape[0]) if q.act is not None and q.act.mode == "static" else 1,
         "compute": q.compute,
+        "residual_meta": q.residual_meta,
     }
     if isinstance(q, QuantLinear):
         spec.update(kind="linear", in_features=q.in_features, out_features=q.out_features)
@@ -84,6 +85,7 @@ def load_quantized(path: str | Path, module: nn.Module | None = None) -> nn.Modu
             q: QuantLinear | QuantConv2d = QuantLinear(
                 name, spec["in_features"], spec["out_features"], spec["bias"], recipe,
                 n_buckets=spec["n_buckets"], compute=spec["compute"],
+                residual_meta=spec.get("residual_meta"),
             )
         else:
             ca = dict(spec["conv_args"])
@@ -91,7 +93,8 @@ def load_quantized(path: str | Path, module: nn.Module | None = None) -> nn.Modu
                 ca[key] = tuple(ca[key])
             if not isinstance(ca["padding"], str):
                 ca["padding"] = tuple(ca["padding"])
-            q = QuantConv2d(name, ca, spec["bias"], recipe, n_buckets=spec["n_buckets"])
+            q = QuantConv2d(name, ca, spec["bias"], recipe, n_buckets=spec["n_buckets"],
+                            residual_meta=spec.get("residual_meta"))
         _replace(module, name, q)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("_cache")]:
