@@ -156,7 +156,7 @@ def quantize(module: nn.Module, config: QuantConfig, calibration: Calibration = 
         if q.act is not None:
             q.act.tracker = tracker
             if recipe.a_mode == "static":
-                _set_static_ranges(q.act, record, name, recipe, n_buckets, config)
+                _set_static_ranges(q.act, record, name, recipe, n_buckets, config, smooth)
         _replace(module, name, q)
         rec = _layer_report(name, layer, q)
         rec.extras.update(extras)
@@ -223,8 +223,11 @@ def _smoothing_for(
 
 def _set_static_ranges(
     act: ActQuantizer, record: CalibrationRecord, name: str, recipe: LayerRecipe, n_buckets: int,
-    config: QuantConfig,
+    config: QuantConfig, smooth: torch.Tensor | None = None,
 ) -> None:
+    """Static ranges per timestep bucket, of the activations the quantizer will see: with
+    smoothing that is ``x / s``, whose per-channel ranges are the recorded ones divided by
+    ``s`` (exact for min-max; percentile / MSE use the recorded rows divided by ``s``)."""
     keys = sorted(record.layers[name])  # ascending timesteps
     chunks = [list(c) for c in np.array_split(np.array(keys), n_buckets)]
     bounds = torch.tensor(
@@ -234,23 +237,31 @@ def _set_static_ranges(
     for chunk in chunks:
         stats = record.merged(name, [int(k) for k in chunk])
         counts.append(stats.count)
+        ch_min, ch_max, samples = stats.ch_min, stats.ch_max, stats.samples
+        if smooth is not None:
+            ch_min, ch_max = ch_min / smooth, ch_max / smooth
+            samples = None if stats.rows is None else (stats.rows / smooth).reshape(-1)
         if recipe.a_granularity == "group":
             if recipe.a_scale_method != "minmax":
                 raise QuantError(
                     f"{name}: static per-group activation scales support only min-max; use "
                     "dynamic activations or per-tensor static scales for percentile / MSE"
                 )
-            if stats.ch_min is None or stats.ch_min.numel() % act.group_size:
+            if ch_min is None or ch_min.numel() % act.group_size:
                 raise QuantError(f"{name}: per-channel statistics do not match group size {act.group_size}")
-            lo = stats.ch_min.view(-1, act.group_size).amin(1)
-            hi = stats.ch_max.view(-1, act.group_size).amax(1)
+            lo = ch_min.view(-1, act.group_size).amin(1)
+            hi = ch_max.view(-1, act.group_size).amax(1)
         elif recipe.a_scale_method == "minmax":
-            lo, hi = torch.tensor([stats.min]), torch.tensor([stats.max])
+            if smooth is not None:
+                lo, hi = ch_min.min().reshape(1), ch_max.max().reshape(1)
+            else:
+                lo, hi = torch.tensor([stats.min]), torch.tensor([stats.max])
         else:
-            if stats.samples is None:
-                raise QuantError(f"{name}: no value samples recorded for {recipe.a_scale_method} scales")
+            if samples is None:
+                raise QuantError(f"{name}: no value samples recorded for {recipe.a_scale_method} scales"
+                                 + (" (smoothing needs recorded rows: keep_rows > 0)" if smooth is not None else ""))
             s, z = choose_qparams(
-                stats.samples.view(1, 1, -1), act.bits, act.symmetric,
+                samples.view(1, 1, -1), act.bits, act.symmetric,
                 recipe.a_scale_method, percentile=config.percentile, grid=config.mse_grid,
                 min_ratio=config.mse_min_ratio,
             )
