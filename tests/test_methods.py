@@ -53,7 +53,8 @@ def test_lzs_by_hand():
 def test_residual_threshold_zero_is_two_stage_quantization():
     torch.manual_seed(1)
     lin = nn.Linear(64, 16)
-    cfg = QuantConfig(w_bits=3, w_granularity="group", w_group_size=32, residual_bits=4, residual_threshold=0.0, skip=())
+    cfg = QuantConfig(w_bits=3, w_granularity="group", w_group_size=32, residual_bits=4, residual_threshold=0.0,
+                      skip=())
     model = nn.Sequential(copy.deepcopy(lin))
     report = quantize(model, cfg)
     g = group_view(lin.weight.detach(), "group", 32)
