@@ -66,7 +66,7 @@ def state_dict_hash(module: nn.Module) -> str:
     """sha256 over a module's state dict (names, dtypes, shapes, bytes), in name order."""
     h = hashlib.sha256()
     for key, value in sorted(module.state_dict().items()):
-        t = value.detach().cpu().contiguous()
+        t = value.detach().cpu().contiguous().reshape(-1)  # 0-d buffers cannot be viewed
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
@@ -183,6 +183,11 @@ class ClassifierImageEmbedding(_ModuleBackend):
     """
 
     kind = "image"
+
+    def __init__(
+        self, module: nn.Module, name: str = "classifier-image", batch_size: int = 256
+    ) -> None:
+        super().__init__(module, name, batch_size)
 
     @classmethod
     def from_pretrained(

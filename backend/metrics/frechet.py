@@ -16,6 +16,7 @@ Why each guard is here (pytorch-fid, fadtk, clean-fid all meet these):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,11 +83,18 @@ def fit_gaussian(x: np.ndarray, what: str = "embedding set") -> GaussianStats:
     return GaussianStats(mu=arr.mean(axis=0), sigma=np.cov(arr, rowvar=False), n=n)
 
 
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    # scipy warns on singular input; finiteness and the imaginary part are checked below
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(a)
+
+
 def _sqrtm_product(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> np.ndarray:
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    covmean = _sqrtm(sigma1 @ sigma2)
     if not np.all(np.isfinite(covmean)):
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
         if not np.all(np.isfinite(covmean)):
             raise MetricError(
                 "sqrtm of the covariance product is not finite even with an eps offset; the "
