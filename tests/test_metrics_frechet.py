@@ -11,6 +11,7 @@ from backend.metrics import (
     fit_gaussian,
     frechet_distance,
     frechet_distance_from_embeddings,
+    frechet_distance_inf,
     frechet_distance_with_ci,
 )
 
@@ -116,3 +117,19 @@ def test_fd_with_ci_reports_counts_and_seeded_interval():
     again = frechet_distance_with_ci(x, y, n_boot=50, seed=7)
     assert (again.ci_low, again.ci_high) == (res.ci_low, res.ci_high)
     assert frechet_distance_with_ci(x, y, n_boot=0).ci_low is None
+
+
+def test_fd_inf_removes_most_of_the_small_sample_bias():
+    # N(0, I) vs N(m, I) in 16-d with |m|^2 = 1: true FD = 1; FD at n = 40 is biased upward
+    rng = np.random.default_rng(11)
+    d = 16
+    m = np.full(d, 0.25)
+    x = rng.standard_normal((400, d))
+    y = samples_with_exact_stats(m, np.eye(d), 4000, seed=12)
+    res = frechet_distance_inf(x, y, num_points=6, repeats=4, min_n=40, seed=0)
+    assert res.ns[0] == 40 and res.ns[-1] == 400
+    assert res.fds[0] > res.fds[-1]  # the bias shrinks with n
+    assert res.slope > 0
+    assert abs(res.fd_inf - 1.0) < abs(res.fds[0] - 1.0) / 3
+    with pytest.raises(MetricError, match="not full rank"):
+        frechet_distance_inf(x, y, min_n=10)

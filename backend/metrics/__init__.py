@@ -14,11 +14,13 @@ from backend.metrics.embeddings import (
 )
 from backend.metrics.errors import MetricError
 from backend.metrics.frechet import (
+    FDInfResult,
     FDResult,
     GaussianStats,
     fit_gaussian,
     frechet_distance,
     frechet_distance_from_embeddings,
+    frechet_distance_inf,
     frechet_distance_with_ci,
 )
 from backend.metrics.kid import KIDResult, kernel_inception_distance, mmd2_unbiased
@@ -42,6 +44,7 @@ __all__ = [
     "ClassifierImageEmbedding",
     "ComparisonResult",
     "EmbeddingBackend",
+    "FDInfResult",
     "FDResult",
     "GaussianStats",
     "KIDResult",
@@ -55,6 +58,7 @@ __all__ = [
     "fit_gaussian",
     "frechet_distance",
     "frechet_distance_from_embeddings",
+    "frechet_distance_inf",
     "frechet_distance_with_ci",
     "hash_items",
     "images_to_unit",
