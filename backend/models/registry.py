@@ -150,7 +150,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         default_steps=25,
         default_guidance=4.0,
         licence="qlisten's own weights, trained on scikit-learn's bundled digits (BSD-3-Clause)",
-        image_size=None,
+        image_size=16,
         description="DiTTransformer2DModel + stock DiTPipeline, classes '0'..'9'.",
     ),
     ModelEntry(
@@ -345,7 +345,7 @@ def _load_embedded(entry: ModelEntry, dtype: torch.dtype) -> Any:
             "(no model_index.json); rebuild it with its script under training/"
         )
     cls = entry.loader.resolve_class()
-    return cls.from_pretrained(str(path), torch_dtype=dtype)
+    return cls.from_pretrained(str(path), dtype=dtype)
 
 
 def _load_hub(
@@ -355,7 +355,7 @@ def _load_hub(
     cache_dir: str | os.PathLike[str] | None,
 ) -> Any:
     cls = entry.loader.resolve_class()
-    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
     try:
@@ -505,9 +505,11 @@ def _class_ids(pipe: Any, classes: Sequence[str | int]) -> list[int]:
             ids.append(int(labels[c]))
         elif str(c).lstrip("-").isdigit() and not labels:
             ids.append(int(c))
-        else:
+        elif labels:
             some = ", ".join(list(labels)[:12])
             raise ValueError(f"unknown class {c!r} for this model; known labels include: {some}")
+        else:
+            raise ValueError(f"class {c!r}: this pipeline has no id2label; give integer ids")
     return ids
 
 
@@ -588,6 +590,8 @@ def generate(
                 break
     if "use_resolution_binning" in params:
         base["use_resolution_binning"] = False  # native square size; binning is for odd shapes
+    if "clean_caption" in params:
+        base["clean_caption"] = False  # its cleaner needs bs4+ftfy: same prompt text everywhere
 
     step = len(ins) if batch_size is None else max(1, int(batch_size))
     chunks: list[np.ndarray] = []
