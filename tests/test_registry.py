@@ -519,7 +519,7 @@ def test_audioldm2_language_model_gets_generation_helpers() -> None:
     lm = pipe.language_model
     assert isinstance(lm, GPT2LMHeadModel) and lm.transformer is bare
     assert lm.lm_head.weight is bare.wte.weight
-    assert not any(p.is_meta for p in lm.parameters())
+    assert not any(t.is_meta for t in [*lm.parameters(), *lm.buffers()])
     x = torch.randn(1, 3, 16)
     with torch.no_grad():
         ref = bare(inputs_embeds=x).last_hidden_state
