@@ -133,3 +133,13 @@ def test_fd_inf_removes_most_of_the_small_sample_bias():
     assert abs(res.fd_inf - 1.0) < abs(res.fds[0] - 1.0) / 3
     with pytest.raises(MetricError, match="not full rank"):
         frechet_distance_inf(x, y, min_n=10)
+
+
+def test_ci_holds_the_estimate_when_bootstrap_bias_is_large():
+    # n=100 in 64-d: resamples with ~63 % distinct rows push every bootstrap FD far above the
+    # estimate; a plain percentile interval would exclude it, the re-centred one must not
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((100, 64)), rng.standard_normal((100, 64)) + 0.1
+    res = frechet_distance_with_ci(x, y, n_boot=40, seed=0)
+    assert res.boot_bias > res.ci_high - res.ci_low  # the shift is larger than the interval
+    assert res.ci_low <= res.value <= res.ci_high

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from backend.metrics.errors import MetricError
-from backend.metrics.frechet import check_embeddings
+from backend.metrics.frechet import BLAS_THREADS, check_embeddings
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -76,10 +77,11 @@ def kernel_inception_distance(
         raise MetricError(f"KID needs at least 2 samples per set; got {len(xa)} and {len(ya)}")
     rng = np.random.default_rng(seed)
     values = np.empty(num_subsets)
-    for i in range(num_subsets):
-        xs = xa[rng.choice(len(xa), m, replace=False)]
-        ys = ya[rng.choice(len(ya), m, replace=False)]
-        values[i] = mmd2_unbiased(xs, ys)
+    with threadpool_limits(BLAS_THREADS, user_api="blas"):
+        for i in range(num_subsets):
+            xs = xa[rng.choice(len(xa), m, replace=False)]
+            ys = ya[rng.choice(len(ya), m, replace=False)]
+            values[i] = mmd2_unbiased(xs, ys)
     return KIDResult(
         mean=float(values.mean()),
         std=float(values.std()),
