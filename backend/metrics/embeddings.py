@@ -12,12 +12,14 @@ embedded generators, so their features know what these sounds and digits look li
 `preprocess` + `embed` methods, so tests and future models plug in the same way.
 
 Not provided, and why:
-- Inception-v3 (pytorch-fid / torchmetrics / clean-fid weights): every maintained package
-  loads Inception through torchvision, and no torchvision build imports with torch 2.13.0 CPU
-  here (`operator torchvision::nms does not exist`); on 16x16 digits Inception features
-  would also be meaningless.
-- VGGish: `torchvggish` / `vggish` need torchaudio or torchvision (both unusable here: the
-  torchaudio releases pin another torch) and download weights from the hub at first use.
+- Inception-v3: pytorch-fid 0.3.0, torch-fidelity 0.4.0, clean-fid and torchmetrics load
+  it through torchvision (pip's resolver adds torchvision 0.28 to torch-fidelity), and no
+  torchvision build imports with torch 2.13.0 CPU here (`operator torchvision::nms does
+  not exist`); on 16x16 digits Inception features would also say little.
+- VGGish: `torch-vggish-yamnet` 0.2.1 pulls torchaudio 2.11 (pins another torch);
+  `torchvggish` 0.2 (2022, unmaintained) installs with only `resampy` but fetches its
+  weights from GitHub at first use, which this offline machine cannot; a candidate for an
+  optional backend where the weights can be placed locally.
 - CLAP is available via transformers in `backend.metrics.clap` (not `laion-clap`, which
   imports torchvision at import time).
 """
