@@ -81,9 +81,13 @@ def test_image_comparison_orders_good_and_bad_and_is_json_ready(tmp_path):
     backend = ClassifierImageEmbedding(PixelStats(), name="pixel-stats")
     fp = images(60, 1)
     quantized = images(60, 1, shift=0.15)  # same seeds, brighter: a visible quantization error
-    res = compare_outputs(fp, quantized, images(80, 2), backend,
+    ref = images(80, 2)
+    res = compare_outputs(fp, quantized, ref, backend,
                           cache=ReferenceCache(tmp_path), n_boot=20, kid_subsets=10)
     assert res.counts == {"fp": 60, "q": 60, "ref": 80} and res.dim == 4
+    # KID features divided by the reference set's RMS entry, the same for all three pairs
+    ref_rms = np.sqrt(np.mean(backend.embed(ref) ** 2))
+    assert [k.feature_scale for k in res.kid.values()] == [pytest.approx(ref_rms)] * 3
     assert res.fd["q_vs_ref"].value > res.fd["fp_vs_ref"].value
     assert res.kid["q_vs_ref"].mean > res.kid["fp_vs_ref"].mean
     assert res.fd["q_vs_fp"].ci_low <= res.fd["q_vs_fp"].value <= res.fd["q_vs_fp"].ci_high

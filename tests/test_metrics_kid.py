@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.metrics import MetricError, kernel_inception_distance, mmd2_unbiased
-from backend.metrics.kid import polynomial_kernel
+from backend.metrics.kid import polynomial_kernel, rms_scale
 
 
 def test_mmd2_unbiased_hand_example():
@@ -60,3 +60,16 @@ def test_kid_subset_clamped_to_smallest_set_and_errors():
         kernel_inception_distance(np.ones((1, 3)), np.ones((4, 3)))
     with pytest.raises(MetricError, match="dimensions differ"):
         kernel_inception_distance(np.ones((4, 3)), np.ones((4, 2)))
+
+
+def test_feature_scale_divides_both_sets_and_rms_scale_by_hand():
+    # dividing both sets by c is the same as passing feature_scale=c
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((30, 5)) * 10, rng.standard_normal((30, 5)) * 10 + 3
+    a = kernel_inception_distance(x, y, num_subsets=5, subset_size=20, seed=1, feature_scale=10)
+    b = kernel_inception_distance(x / 10, y / 10, num_subsets=5, subset_size=20, seed=1)
+    assert a.mean == pytest.approx(b.mean) and a.feature_scale == 10
+    # RMS of entries (3, 4) and (0, 0): sqrt((9 + 16 + 0 + 0) / 4) = 2.5
+    assert rms_scale(np.array([[3.0, 4.0], [0.0, 0.0]])) == pytest.approx(2.5)
+    with pytest.raises(MetricError, match="positive"):
+        kernel_inception_distance(x, y, feature_scale=0.0)

@@ -23,7 +23,7 @@ from backend.metrics.frechet import (
     frechet_distance_inf,
     frechet_distance_with_ci,
 )
-from backend.metrics.kid import KIDResult, kernel_inception_distance, mmd2_unbiased
+from backend.metrics.kid import KIDResult, kernel_inception_distance, mmd2_unbiased, rms_scale
 from backend.metrics.paired import (
     log_spectral_distance,
     mel_cepstral_distortion,
@@ -69,6 +69,7 @@ __all__ = [
     "paired_audio_scores",
     "paired_image_scores",
     "psnr",
+    "rms_scale",
     "snr_db",
     "ssim",
     "state_dict_hash",

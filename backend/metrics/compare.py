@@ -24,7 +24,7 @@ from backend.metrics.clap import ClapEmbedding, clap_score
 from backend.metrics.embeddings import EmbeddingBackend
 from backend.metrics.errors import MetricError
 from backend.metrics.frechet import FDResult, check_embeddings, frechet_distance_with_ci
-from backend.metrics.kid import KIDResult, kernel_inception_distance
+from backend.metrics.kid import KIDResult, kernel_inception_distance, rms_scale
 from backend.metrics.paired import paired_audio_scores, paired_image_scores
 from backend.metrics.reference import ReferenceCache, ReferenceEmbeddings
 from backend.metrics.validate import RESAMPLER, SILENCE_RMS, check_audio
@@ -85,6 +85,7 @@ def compare_outputs(
     n_boot: int = 100,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
+    kid_feature_scale: str | None = "reference",
     seed: int = 0,
 ) -> ComparisonResult:
     """Score FP and quantized outputs against a reference set and each other.
@@ -93,6 +94,8 @@ def compare_outputs(
     `sample_rate`, images in the conventions of `validate.images_to_unit`). `reference`: raw
     reference items (embedded through `cache`, default `ReferenceCache()`) at
     `reference_sample_rate` (defaults to `sample_rate`), or precomputed `ReferenceEmbeddings`.
+    `kid_feature_scale="reference"` divides all embeddings by the reference set's RMS entry
+    before KID (see `kid` module; recorded in each KIDResult); None gives textbook KID.
     """
     notes: list[str] = []
     if backend.kind == "audio" and sample_rate is None:
@@ -115,10 +118,12 @@ def compare_outputs(
 
     fd: dict[str, FDResult | None] = {}
     kid: dict[str, KIDResult] = {}
+    scale = rms_scale(emb["ref"]) if kid_feature_scale == "reference" else None
     for name, a, b in PAIRS:
         # KID first: it is defined at any n >= 2 and is the fallback when FD is not
         kid[name] = kernel_inception_distance(
-            emb[a], emb[b], num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+            emb[a], emb[b], num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed,
+            feature_scale=scale,
         )
         if min(counts[a], counts[b]) < dim + 1:
             fd[name] = None
