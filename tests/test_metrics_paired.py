@@ -38,6 +38,7 @@ def test_snr_of_sine_plus_noise_of_known_power():
     tol = 4 * 10 / np.log(10) * np.sqrt(2 / len(x))
     assert snr_db(x, x + raw) == pytest.approx(10 * np.log10(0.5 / 0.01), abs=tol)
     assert snr_db(x, x) == float("inf")
+    assert snr_db(np.zeros(10), np.ones(10)) == float("-inf")
 
 
 def test_lsd_of_a_gain_change_is_the_gain_in_db():
@@ -93,7 +94,7 @@ def test_paired_image_scores_on_signed_batches():
     assert out["psnr_db"]["mean"] == pytest.approx(20.0)
     assert len(out["ssim"]["per_sample"]) == 3
     same = paired_image_scores(x, x)
-    assert same["psnr_db"]["n_identical"] == 3 and same["psnr_db"]["mean"] is None
+    assert same["psnr_db"]["n_nonfinite"] == 3 and same["psnr_db"]["mean"] is None
     with pytest.raises(MetricError, match="equal image batches"):
         paired_image_scores(x, x[:2])
 

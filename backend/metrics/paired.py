@@ -5,7 +5,8 @@ quantized pipelines started from the same noise should give the *same* output, s
 per-sample difference isolates the quantization error even from one sample.
 
 Audio (waveforms at one rate, same length; the longer is cut to the shorter):
-- SNR (dB) = 10 log10(sum x^2 / sum (x - y)^2), x the FP reference; +inf when identical.
+- SNR (dB) = 10 log10(sum x^2 / sum (x - y)^2), x the FP reference; +inf when identical,
+  -inf when the FP clip is silent and the quantized one is not.
 - Log-spectral distance (dB): per STFT frame sqrt(mean_f (10 log10 P_x - 10 log10 P_y)^2),
   averaged over frames (n_fft 1024, hop 256, Hann; P + 1e-10 to keep log finite).
 - Mel-cepstral distortion (dB): cepstra = orthonormal DCT-II of the natural-log mel power
@@ -50,6 +51,8 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     signal = np.sum(ref**2)
     if noise == 0:
         return float("inf")
+    if signal == 0:
+        return float("-inf")  # silent FP output, non-silent quantized one
     return float(10.0 * np.log10(signal / noise))
 
 
@@ -122,12 +125,13 @@ def _summary(values: list[float]) -> dict[str, Any]:
     return {
         "mean": float(finite.mean()) if finite.size else None,
         "per_sample": [float(v) if np.isfinite(v) else None for v in arr],
-        "n_identical": int(np.sum(~np.isfinite(arr))),
+        # +-inf (identical pair, or silent FP clip) is not JSON: None per sample, counted here
+        "n_nonfinite": int(np.sum(~np.isfinite(arr))),
     }
 
 
 def paired_audio_scores(fp: Any, quantized: Any, sample_rate: int) -> dict[str, Any]:
-    """SNR, LSD and MCD for each (FP, quantized) pair; JSON-ready (inf -> None + count)."""
+    """SNR, LSD and MCD for each (FP, quantized) pair; JSON-ready (+-inf -> None, counted)."""
     a = check_audio(fp, sample_rate, "FP audio", allow_silent=True).waveforms
     b = check_audio(quantized, sample_rate, "quantized audio", allow_silent=True).waveforms
     if len(a) != len(b):
