@@ -1,6 +1,15 @@
 """qlisten metrics: FD (FAD/FID), KID, CLAP score and paired FP-vs-quantized scores.
 
-Public API; see each module's docstring for the why of its choices.
+Public API; see each module's docstring for the why of its choices. Typical use::
+
+    from backend.metrics import ClassifierImageEmbedding, compare_outputs
+    backend = ClassifierImageEmbedding.from_pretrained()      # assets/models/tiny-digits-classifier
+    result = compare_outputs(fp_images, q_images, real_images, backend)   # cached reference
+    result.to_dict()                                           # JSON for the app
+
+Modules: `frechet` (FD, Gaussian stats, bootstrap CI, FD-inf), `kid`, `embeddings`
+(classifier backends), `clap` (transformers CLAP + CLAP score), `paired` (SNR/LSD/MCD,
+PSNR/SSIM), `reference` (content-hashed cache), `compare`, `validate`, `errors`.
 """
 
 from backend.metrics.clap import CLAP_HUB_IDS, ClapEmbedding, ClapScore, clap_score
