@@ -125,3 +125,9 @@ def test_missing_classifier_folder_is_a_clear_error(tmp_path):
         ClassifierAudioEmbedding.from_pretrained(tmp_path)
     with pytest.raises(MetricError, match="no digits classifier"):
         ClassifierImageEmbedding.from_pretrained(tmp_path)
+
+
+def test_audio_preprocessing_records_the_front_end(sounds):
+    params = sounds.preprocessing
+    assert params["sample_rate"] == 16_000 and params["resampler"] == "soxr_hq"
+    assert params["config"]["embed_dim"] == sounds.dim

@@ -149,7 +149,21 @@ class ClassifierAudioEmbedding(_ModuleBackend):
 
     @property
     def preprocessing(self) -> dict[str, Any]:
-        return {"frontend": type(self.module).__name__ + ".preprocess", "input": "mono float32"}
+        """Front-end identity for the cache key: a changed log-mel must not reuse stats."""
+        params: dict[str, Any] = {
+            "frontend": type(self.module).__name__ + ".preprocess",
+            "input": "mono float32",
+            "config": getattr(self.module, "config", None),
+        }
+        if type(self.module).__name__ == "SoundsClassifier":
+            from backend.models import audio_features as af
+
+            params.update(
+                sample_rate=af.SAMPLE_RATE, resampler=af.RESAMPLER, n_fft=af.N_FFT,
+                hop=af.HOP_LENGTH, n_mels=af.N_MELS, clip_samples=af.CLIP_SAMPLES,
+                db_range=[af.DB_FLOOR, af.DB_CEIL],
+            )
+        return params
 
     def _probe_dim(self) -> int:
         probe = np.sin(np.linspace(0, 2000, 16000, dtype=np.float32))[None]
