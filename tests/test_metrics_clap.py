@@ -82,3 +82,19 @@ def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MetricError, match=r"needs a download from the hub \(laion/.*offline"):
         ClapEmbedding.from_pretrained("laion/clap-htsat-unfused", cache_dir=tmp_path)
+
+
+def test_compare_with_clap_backend_and_clap_score(tiny_clap, tmp_path):
+    from backend.metrics import ReferenceCache, compare_outputs
+
+    fp = clips(4, 1.0, 3)
+    quantized = [c + np.random.default_rng(4).standard_normal(len(c)).astype(np.float32) * 0.01
+                 for c in fp]
+    texts = ["a hum", "a tick", "a hiss", "a beep"]
+    res = compare_outputs(fp, quantized, clips(5, 1.0, 5), tiny_clap, sample_rate=SR,
+                          texts=texts, clap=tiny_clap, cache=ReferenceCache(tmp_path),
+                          n_boot=0, kid_subsets=3)
+    assert res.fd["q_vs_fp"] is None  # 4 samples in 16-d: KID only, and said so
+    assert res.clap["fp"]["per_sample"] == pytest.approx(
+        clap_score(fp, texts, tiny_clap, SR).per_sample)
+    assert len(res.clap["quantized"]["per_sample"]) == 4
