@@ -62,12 +62,12 @@ def test_stock_pipeline_generates_a_batch_in_two_steps(pipe) -> None:
 
 def test_generated_digits_are_the_requested_class(pipe, classifier) -> None:
     gen = torch.Generator().manual_seed(1)
-    labels = [3] * 4 + [8] * 4
-    out = pipe(class_labels=labels, guidance_scale=3.0, num_inference_steps=25,
+    labels = [3] * 3 + [8] * 3
+    out = pipe(class_labels=labels, guidance_scale=2.0, num_inference_steps=10,
                generator=gen, output_type="pt").images
     with torch.no_grad():
         pred = classifier(out * 2 - 1).argmax(-1)
-    assert (pred == torch.tensor(labels)).float().mean() >= 0.75
+    assert (pred == torch.tensor(labels)).float().mean() >= 5 / 6
 
 
 def test_classifier_shapes(classifier) -> None:
@@ -97,7 +97,7 @@ def test_centring_latents_keeps_the_decoder_output() -> None:
 
     torch.manual_seed(0)
     vae = build_vae().eval()
-    images = torch.rand(8, 1, 16, 16) * 2 - 1
+    images = torch.rand(4, 1, 16, 16) * 2 - 1
     with torch.no_grad():
         before = vae.encode(images).latent_dist.mean
         decoded_before = vae.decode(before).sample

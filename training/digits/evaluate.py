@@ -1,6 +1,6 @@
 """Measure `tiny-digits` and its judge: the quality figures of the MODEL_CARDs.
 
-    python -m training.digits.evaluate [--guidance 3.0] [--steps 25]
+    python -m training.digits.evaluate [--guidance 1.5] [--steps 25]
 
 Prints the classifier's accuracy on the held-out real split, the generated accuracy (16
 samples per digit, judged by the classifier), per-digit accuracy and the wall time for one
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--generator-dir", type=Path, default=GENERATOR_DIR)
     parser.add_argument("--classifier-dir", type=Path, default=CLASSIFIER_DIR)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=Path, default=Path("/tmp/digits_grid.png"))
     args = parser.parse_args()

@@ -220,13 +220,27 @@ def save_generator(transformer: DiTTransformer2DModel, vae: AutoencoderKL, out: 
     index = json.loads(index_path.read_text())
     index["id2label"] = {str(i): str(i) for i in range(NUM_CLASSES)}
     index_path.write_text(json.dumps(index, indent=2) + "\n")
+    strip_load_paths(out)
+
+
+def strip_load_paths(out: Path) -> None:
+    """Drop `_name_or_path` (where a component was loaded from) so reruns write identical files."""
+    for name in ("transformer", "vae"):
+        path = out / name / "config.json"
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def train_dit(
     data: DigitsSplit, vae: AutoencoderKL, seed: int, steps: int, out: Path, batch: int = 64,
-    lr: float = 1e-3, ema_decay: float = 0.9995, save_every: int = 1000,
+    lr: float = 1e-3, ema_decay: float = 0.9995, save_every: int = 1000, stop_after: int = 0,
 ) -> tuple[DiTTransformer2DModel, dict]:
-    """Train the DiT on centred, scaled VAE latents (v-prediction, label dropout to id 1000)."""
+    """Train the DiT on centred, scaled VAE latents (v-prediction, label dropout to id 1000).
+
+    The LR schedule always spans `steps`; `stop_after` > 0 ends the run early on that same
+    schedule, so a run cut short (e.g. by a deadline) is still reproduced exactly by one command.
+    """
     make_deterministic(seed + 3)
     gen = torch.Generator().manual_seed(seed + 3)
     with torch.no_grad():
@@ -251,7 +265,8 @@ def train_dit(
     n = len(labels)
     t0, running = time.time(), 0.0
     model.train()
-    for step in range(steps):
+    run_steps = min(steps, stop_after) if stop_after > 0 else steps
+    for step in range(run_steps):
         idx = torch.randint(0, n, (batch,), generator=gen)
         x0, y = latents[idx], labels[idx].clone()
         drop = torch.rand(batch, generator=gen) < LABEL_DROPOUT
@@ -274,13 +289,13 @@ def train_dit(
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if step % 100 == 0 or step == steps - 1:
+        if step % 100 == 0 or step == run_steps - 1:
             rate = (step + 1) / (time.time() - t0)
             print(f"dit step {step} loss {running:.4f} lr {lr_sched.get_last_lr()[0]:.2e} "
                   f"{rate:.2f} it/s", flush=True)
-        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+        if save_every and (step + 1) % save_every == 0 and step + 1 < run_steps:
             save_generator(ema, vae, out)
-    stats = {"steps": steps, "batch": batch, "lr": lr, "ema_decay": ema_decay,
+    stats = {"steps": run_steps, "schedule_steps": steps, "batch": batch, "lr": lr, "ema_decay": ema_decay,
              "train_seconds": round(time.time() - t0, 1),
              "params": sum(p.numel() for p in model.parameters())}
     return ema, stats
@@ -293,6 +308,8 @@ def main() -> None:
                         help="comma list of classifier, vae, dit (dit needs the saved vae)")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--dit-steps", type=int, default=10000)
+    parser.add_argument("--dit-stop-after", type=int, default=0,
+                        help="end the DiT run after this many steps of the --dit-steps schedule")
     parser.add_argument("--generator-dir", type=Path, default=GENERATOR_DIR)
     parser.add_argument("--classifier-dir", type=Path, default=CLASSIFIER_DIR)
     args = parser.parse_args()
@@ -308,7 +325,10 @@ def main() -> None:
         vae.save_pretrained(args.generator_dir / "vae", safe_serialization=True)
     if "dit" in stages:
         vae = AutoencoderKL.from_pretrained(args.generator_dir / "vae").eval()
-        ema, stats["dit"] = train_dit(data, vae, args.seed, args.dit_steps, args.generator_dir)
+        ema, stats["dit"] = train_dit(
+            data, vae, args.seed, args.dit_steps, args.generator_dir,
+            stop_after=args.dit_stop_after,
+        )
         save_generator(ema, vae, args.generator_dir)
     stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     print(json.dumps(stats, indent=2))
