@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix for the /tmp output files")
     p.add_argument("--corpus-seed", type=int, default=0)
     p.add_argument("--train-per-kind", type=int, default=400)
     p.add_argument("--held-out-per-kind", type=int, default=50)
@@ -104,7 +105,7 @@ def main() -> None:
         got = classify(clf, out.audios)
         per_kind[kind] = float(np.mean(got == label))
         all_mels[kind] = out.mels
-        sf.write(f"/tmp/sounds_{kind}.wav", out.audios[0], SAMPLE_RATE)
+        sf.write(f"/tmp/sounds_{kind}{args.tag}.wav", out.audios[0], SAMPLE_RATE)
         real = corpus.audio[held & (corpus.labels == label)][: args.per_kind]
         stats[kind] = {"generated": clip_stats(out.audios), "real": clip_stats(real)}
         confused = {KINDS[k]: int(np.sum(got == k)) for k in set(got.tolist()) if k != label}
@@ -115,7 +116,7 @@ def main() -> None:
     result["librosa_stats"] = stats
     print(f"generated accuracy overall: {result['generated_accuracy']:.4f}")
 
-    save_grid(all_mels, "/tmp/sounds_mels.png")
+    save_grid(all_mels, f"/tmp/sounds_mels{args.tag}.png")
 
     unseen = "a deep humming tone"
     out = pipe([unseen] * 8, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -137,7 +138,7 @@ def main() -> None:
           f"{result['seconds_per_clip']:.2f}")
     real_mel = waveform_to_logmel(corpus.audio[held][:4])
     result["real_mel_range"] = [float(real_mel.min()), float(real_mel.max())]
-    Path("/tmp/sounds_eval.json").write_text(json.dumps(result, indent=2))
+    Path(f"/tmp/sounds_eval{args.tag}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
