@@ -119,7 +119,7 @@ class TinySoundsPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 4.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
         prompt_embeds: torch.Tensor | None = None,

@@ -1,6 +1,6 @@
 """Measure `tiny-sounds` and its judge against issue 3's quality bars.
 
-    python -m training.sounds.evaluate [--guidance 3.0] [--per-kind 16]
+    python -m training.sounds.evaluate [--guidance 4.0] [--per-kind 16]
 
 Reports: the classifier's accuracy on held-out REAL clips; the share of generated clips (25
 sampler steps, prompts from HELD-OUT phrasings only) classified as the requested kind, per kind
@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--classifier", default=str(ASSETS / "tiny-sounds-classifier"))
     p.add_argument("--per-kind", type=int, default=16)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="", help="suffix for the /tmp output files")
