@@ -255,6 +255,23 @@ def test_restart_keeps_finished_runs_and_runs_leftover_queued(tmp_path):
         q2.stop()
 
 
+def test_restart_in_same_process_leaves_a_still_running_job_alone(tmp_path):
+    root, gate = tmp_path / "root", tmp_path / "gate"
+    q1 = JobQueue(root, runner)
+    q1.start()
+    job = q1.submit(req(prompts=["slow"], gate=str(gate)))
+    wait_for(lambda: q1.status(job)["stage"] == "generate")
+    q1.stop(timeout=0.1)  # times out: the job goes on in its thread
+    q2 = JobQueue(root, runner)
+    try:
+        assert q2.start() == []
+        assert q2.status(job)["status"] == RUNNING
+        gate.touch()
+        assert q2.wait(job, timeout=10)["status"] == DONE
+    finally:
+        q2.stop()
+
+
 _CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -368,3 +385,20 @@ def test_immediate_backend_runs_inside_submit(tmp_path):
 def test_unknown_backend_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown queue backend"):
         JobQueue(tmp_path, runner, backend="carrier-pigeon")
+
+
+def test_backend_from_env_and_redis_url(tmp_path, monkeypatch):
+    from huey import MemoryHuey, RedisHuey, SqliteHuey
+
+    monkeypatch.delenv("QLISTEN_QUEUE", raising=False)
+    assert type(JobQueue(tmp_path / "a", runner).huey) is SqliteHuey
+    monkeypatch.setenv("QLISTEN_QUEUE", "memory")
+    assert type(JobQueue(tmp_path / "b", runner).huey) is MemoryHuey
+    monkeypatch.setenv("QLISTEN_QUEUE", "redis://127.0.0.1:6399/0")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="pip install redis"):
+            JobQueue(tmp_path / "c", runner)
+    else:  # builds without connecting; the consumer would connect on start()
+        assert isinstance(JobQueue(tmp_path / "c", runner).huey, RedisHuey)

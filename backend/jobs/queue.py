@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import traceback as traceback_mod
 from collections.abc import Callable
@@ -46,6 +47,11 @@ Runner = Callable[[dict[str, Any], JobContext], dict[str, Any]]
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 300
+
+# Jobs executing in this process right now (any JobQueue). Crash recovery must not mark these
+# interrupted: they are alive, just outlived a stop() whose timeout ran out.
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 class _EmbeddedConsumer(Consumer):
@@ -68,8 +74,14 @@ def make_huey(root: Path, backend: str | None) -> Huey:
         return MemoryHuey(name, results=False, immediate=True)
     if backend.startswith(("redis://", "rediss://", "unix://")):
         from huey import RedisHuey
+        from huey.exceptions import ConfigurationError
 
-        return RedisHuey(name, url=backend, results=False)
+        try:
+            return RedisHuey(name, url=backend, results=False)
+        except ConfigurationError as exc:
+            raise RuntimeError(
+                f"queue backend {backend!r} needs the 'redis' package (pip install redis): {exc}"
+            ) from exc
     raise ValueError(
         f"unknown queue backend {backend!r}: use 'sqlite', 'memory', 'immediate' or a redis:// URL"
     )
@@ -110,7 +122,9 @@ class JobQueue:
 
         Returns the ids of jobs marked interrupted.
         """
-        interrupted = self.store.mark_running_interrupted()
+        with _LIVE_LOCK:
+            alive = frozenset(_LIVE)
+        interrupted = self.store.mark_running_interrupted(alive)
         if self._consumer is None and not self.huey.immediate:
             self._consumer = _EmbeddedConsumer(
                 self.huey, workers=self.workers, worker_type="thread", periodic=False,
@@ -122,7 +136,11 @@ class JobQueue:
         return interrupted
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the consumer; waits up to ``timeout`` s for running jobs (None: forever)."""
+        """Stop the consumer; waits up to ``timeout`` s for running jobs (None: forever).
+
+        A job still running after the timeout goes on in its (daemon) thread; if the process
+        exits meanwhile, the next start() marks it interrupted.
+        """
         if self._consumer is None:
             return
         self._consumer.shutdown_timeout = timeout
@@ -192,11 +210,17 @@ class JobQueue:
     # --- worker side ----------------------------------------------------------------------
     def _execute(self, job_id: str) -> None:
         """The huey task. Never raises: every outcome is written to the store."""
+        with _LIVE_LOCK:  # before the claim, so a concurrent start() never sees it orphaned
+            _LIVE.add(job_id)
         try:
             if not self.store.claim(job_id):
                 return  # cancelled before it started, or a duplicate delivery
-        except KeyError:
-            return
+            self._run_claimed(job_id)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(job_id)
+
+    def _run_claimed(self, job_id: str) -> None:
         request = self.store.get_request(job_id)
         ctx = JobContext(job_id, self.store, self.runs_dir / job_id, self.cache_dir)
         ctx.run_dir.mkdir(parents=True, exist_ok=True)

@@ -192,16 +192,21 @@ class JobStore:
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return row["status"]
 
-    def mark_running_interrupted(self) -> list[str]:
-        """Crash recovery: jobs left ``running`` by a dead process become ``interrupted``."""
+    def mark_running_interrupted(self, alive: frozenset[str] = frozenset()) -> list[str]:
+        """Crash recovery: jobs left ``running`` by a dead process become ``interrupted``.
+
+        ``alive``: ids still executing in this process (e.g. after a stop() whose timeout ran
+        out, then a new start()); they are left alone.
+        """
         with self._transaction() as conn:
             ids = [r["id"] for r in conn.execute(
-                "SELECT id FROM jobs WHERE status = ?", (RUNNING,))]
-            conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE status = ?",
-                (INTERRUPTED, time.time(),
-                 "The run was interrupted: the app or its worker stopped while it ran. "
-                 "Submit it again to re-run it.", RUNNING),
+                "SELECT id FROM jobs WHERE status = ?", (RUNNING,)) if r["id"] not in alive]
+            conn.executemany(
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?"
+                " AND status = ?",
+                [(INTERRUPTED, time.time(),
+                  "The run was interrupted: the app or its worker stopped while it ran. "
+                  "Submit it again to re-run it.", job_id, RUNNING) for job_id in ids],
             )
         return ids
 
