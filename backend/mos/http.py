@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool as call
 
 from .page import RATER_PAGE
 from .service import MosError, MosService, json_safe
@@ -75,23 +76,23 @@ def make_router(service: MosService) -> APIRouter:
     @router.get("/mos/rate/{rater_id}", response_class=HTMLResponse)
     @_guard
     async def rater_page(rater_id: str, request: Request):
-        svc.rater_state(rater_id, request.query_params.get("token"))
+        await call(svc.rater_state, rater_id, request.query_params.get("token"))
         return HTMLResponse(RATER_PAGE, headers=NO_STORE)
 
     @router.get("/mos/api/{rater_id}/state")
     @_guard
     async def state(rater_id: str, request: Request):
-        return _ok(svc.rater_state(rater_id, request.headers.get("x-rater-token")))
+        return _ok(await call(svc.rater_state, rater_id, request.headers.get("x-rater-token")))
 
     @router.post("/mos/api/{rater_id}/consent")
     @_guard
     async def consent(rater_id: str, request: Request):
-        return _ok(svc.consent(rater_id, request.headers.get("x-rater-token")))
+        return _ok(await call(svc.consent, rater_id, request.headers.get("x-rater-token")))
 
     @router.post("/mos/api/{rater_id}/training")
     @_guard
     async def training(rater_id: str, request: Request):
-        return _ok(svc.training_done(rater_id, request.headers.get("x-rater-token")))
+        return _ok(await call(svc.training_done, rater_id, request.headers.get("x-rater-token")))
 
     @router.post("/mos/api/{rater_id}/rate")
     @_guard
@@ -100,19 +101,12 @@ def make_router(service: MosService) -> APIRouter:
         body = await _json_body(request)
         if "trial" not in body or "ratings" not in body:
             raise MosError(422, "bad_request", "body needs 'trial' and 'ratings'")
-        from starlette.concurrency import run_in_threadpool
-
-        result = await run_in_threadpool(
-            svc.submit, rater_id, token, body["trial"], body["ratings"]
-        )
-        return _ok(result)
+        return _ok(await call(svc.submit, rater_id, token, body["trial"], body["ratings"]))
 
     @router.get("/mos/audio/{stimulus_id}")
     @_guard
     async def audio(stimulus_id: str, request: Request):
-        from starlette.concurrency import run_in_threadpool
-
-        data = await run_in_threadpool(svc.audio, stimulus_id, request.headers.get("x-rater-token"))
+        data = await call(svc.audio, stimulus_id, request.headers.get("x-rater-token"))
         return Response(data, media_type="audio/wav", headers=NO_STORE)
 
     # --- admin -----------------------------------------------------------------------
@@ -120,52 +114,30 @@ def make_router(service: MosService) -> APIRouter:
     @_guard
     async def sessions(request: Request):
         svc.check_admin(_admin_token(request))
-        return _ok(svc.store.sessions())
+        return _ok(await call(svc.store.sessions))
 
     @router.post("/mos/admin/sessions")
     @_guard
     async def create(request: Request):
         svc.check_admin(_admin_token(request))
         body = await _json_body(request)
-        runs = body.get("runs")
-        if not isinstance(runs, list) or not runs:
-            raise MosError(422, "bad_request", "'runs' must be a non-empty list of run ids")
-        conds = conditions_from_runs(
-            [_run_dir(svc, r) for r in runs],
-            anchor_run=_run_dir(svc, body["anchor_run"]) if body.get("anchor_run") else None,
-            lowpass=bool(body.get("lowpass_anchor", False)),
-        )
-        try:
-            out = svc.create_session(
-                _admin_token(request),
-                conds,
-                prompts=body.get("prompts"),
-                protocol=body.get("protocol", "mushra"),
-                trials_per_rater=int(body.get("trials_per_rater", 10)),
-                n_attention_checks=int(body.get("n_attention_checks", 1)),
-                n_raters=int(body.get("n_raters", 0)),
-                title=str(body.get("title", "Listening test")),
-                expires_hours=float(body.get("expires_hours", 14 * 24)),
-                seed=body.get("seed"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise MosError(422, "bad_request", str(exc)) from exc
-        return _ok(out)
+        return _ok(await call(_create_session, svc, _admin_token(request), body))
 
     @router.post("/mos/admin/sessions/{session_id}/raters")
     @_guard
     async def add_raters(session_id: str, request: Request):
+        svc.check_admin(_admin_token(request))
         body = await _json_body(request)
         n = body.get("n", 1)
-        if not isinstance(n, int):
+        if not isinstance(n, int) or isinstance(n, bool):
             raise MosError(422, "bad_request", "'n' must be an integer")
-        return _ok(svc.add_raters(_admin_token(request), session_id, n))
+        return _ok(await call(svc.add_raters, _admin_token(request), session_id, n))
 
     @router.get("/mos/admin/sessions/{session_id}/results")
     @_guard
     async def results(session_id: str, request: Request):
         svc.check_admin(_admin_token(request))
-        res = svc.results(session_id)
+        res = await call(svc.results, session_id)
         res["figure"] = json.loads(res["figure"].to_json())
         return _ok(res)
 
@@ -173,19 +145,40 @@ def make_router(service: MosService) -> APIRouter:
     @_guard
     async def export_csv(session_id: str, request: Request):
         svc.check_admin(_admin_token(request))
-        return PlainTextResponse(
-            svc.export_csv(session_id), media_type="text/csv", headers=NO_STORE
-        )
+        text = await call(svc.export_csv, session_id)
+        return PlainTextResponse(text, media_type="text/csv", headers=NO_STORE)
 
     @router.get("/mos/admin/sessions/{session_id}/export.json")
     @_guard
     async def export_json(session_id: str, request: Request):
         svc.check_admin(_admin_token(request))
-        return Response(
-            svc.export_json(session_id), media_type="application/json", headers=NO_STORE
-        )
+        text = await call(svc.export_json, session_id)
+        return Response(text, media_type="application/json", headers=NO_STORE)
 
     return router
+
+
+def _create_session(svc: MosService, admin_token: str | None, body: dict) -> dict:
+    """Admin JSON -> conditions from runs under the runs root -> session with rater links."""
+    runs = body.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise MosError(422, "bad_request", "'runs' must be a non-empty list of run ids")
+    dirs = [_run_dir(svc, r) for r in runs]
+    anchor = _run_dir(svc, body["anchor_run"]) if body.get("anchor_run") else None
+    try:
+        conds = conditions_from_runs(dirs, anchor_run=anchor,
+                                     lowpass=bool(body.get("lowpass_anchor", False)))
+        return svc.create_session(
+            admin_token, conds, prompts=body.get("prompts"),
+            protocol=body.get("protocol", "mushra"),
+            trials_per_rater=int(body.get("trials_per_rater", 10)),
+            n_attention_checks=int(body.get("n_attention_checks", 1)),
+            n_raters=int(body.get("n_raters", 0)),
+            title=str(body.get("title", "Listening test")),
+            expires_hours=float(body.get("expires_hours", 14 * 24)),
+            seed=body.get("seed"))
+    except (TypeError, ValueError, KeyError, FileNotFoundError) as exc:
+        raise MosError(422, "bad_request", str(exc)) from exc
 
 
 def _run_dir(svc: MosService, run_id) -> Path:
