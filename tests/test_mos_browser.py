@@ -4,6 +4,7 @@ Uses Debian's chromium (/usr/bin/chromium), never a Playwright-downloaded browse
 a reason where it is absent. Screenshots go to tmp_path and are copied to /tmp/mos_shots.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-def test_one_rater_completes_a_session_in_chromium(tmp_path):
+@pytest.mark.parametrize("protocol", ["mushra", "acr"])
+def test_one_rater_completes_a_session_in_chromium(tmp_path, protocol):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is absent (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -31,7 +33,7 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
     proc, base = start_server(tmp_path / "mos.sqlite", tmp_path / "runs", free_port())
     try:
         sess = httpx.post(base + "/mos/admin/sessions", headers=AH, timeout=30, json={
-            "runs": [r.name for r in runs[:2]], "anchor_run": runs[2].name, "protocol": "mushra",
+            "runs": [r.name for r in runs[:2]], "anchor_run": runs[2].name, "protocol": protocol,
             "trials_per_rater": 2, "n_attention_checks": 1, "n_raters": 1, "seed": 5,
             "title": "Demo listening test"}).json()
         link = sess["raters"][0]
@@ -44,7 +46,7 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
             page.goto(link["link"])
             page.wait_for_selector("#consent-btn")
             assert page.is_disabled("#consent-btn")
-            page.screenshot(path=str(shots / "1_consent.png"), full_page=True)
+            page.screenshot(path=str(shots / f"{protocol}_1_consent.png"), full_page=True)
             page.check("#consent-box")
             page.click("#consent-btn")
 
@@ -55,7 +57,7 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
                 btn.click()
                 page.wait_for_function("b => b.parentElement.textContent.includes('heard')",
                                        arg=btn, timeout=10000)
-            page.screenshot(path=str(shots / "2_training.png"), full_page=True)
+            page.screenshot(path=str(shots / f"{protocol}_2_training.png"), full_page=True)
             page.click("#training-btn")
 
             for n in range(3):  # 2 trials + 1 attention check
@@ -65,10 +67,12 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
                 instruction = page.query_selector(".instr")
                 target = None
                 if instruction:
-                    target = int(instruction.inner_text().rstrip(".").split()[-1])
-                sliders = page.query_selector_all("input.rating")
-                for i, s in enumerate(sliders):
-                    s.fill(str(target if target is not None else 90 - 20 * i))
+                    target = int(re.search(r"(\d+)\)?\.$", instruction.inner_text()).group(1))
+                if protocol == "mushra":
+                    for i, s in enumerate(page.query_selector_all("input.rating")):
+                        s.fill(str(target if target is not None else 90 - 20 * i))
+                else:
+                    page.check(f"input.rating[value='{target or 4}']")
                 assert page.is_disabled("#submit-btn")  # rated but not yet heard
                 for btn in page.query_selector_all("button.play"):  # the open reference too
                     page.wait_for_function("b => !b.disabled", arg=btn, timeout=10000)
@@ -77,10 +81,11 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
                         "b => b.parentElement.textContent.includes('heard')", arg=btn,
                         timeout=10000)
                 page.wait_for_function("!document.querySelector('#submit-btn').disabled")
-                page.screenshot(path=str(shots / f"{3 + n}_trial{n + 1}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"{protocol}_{3 + n}_trial{n + 1}.png"),
+                                full_page=True)
                 page.click("#submit-btn")
             page.wait_for_selector("#done")
-            page.screenshot(path=str(shots / "6_done.png"), full_page=True)
+            page.screenshot(path=str(shots / f"{protocol}_6_done.png"), full_page=True)
             html = page.content()
             browser.close()
         words = secret_words(runs, tmp_path)
@@ -91,7 +96,8 @@ def test_one_rater_completes_a_session_in_chromium(tmp_path):
             assert not leaks(url, words), url
         res = httpx.get(f"{base}/mos/admin/sessions/{sess['session_id']}/results", headers=AH,
                         timeout=30).json()
-        assert res["raters"][0]["completed"] and res["n_ratings"] == 2 * 4 + 1
+        per_trial = 4 if protocol == "mushra" else 1  # FP, 2 tests, anchor on one MUSHRA page
+        assert res["raters"][0]["completed"] and res["n_ratings"] == 2 * per_trial + 1
         assert res["raters"][0]["n_failed"] == 0 and ADMIN not in html
     finally:
         proc.kill()
