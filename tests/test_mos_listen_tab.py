@@ -41,3 +41,24 @@ def test_tab_actions_create_and_report(setup):
     assert open(csv_p).readline().startswith("session_id,")
     with pytest.raises(MosError):
         session_results(service, "wrong", sid)
+
+
+def test_mounts_next_to_gradio(tmp_path, setup):
+    """The way the app combines them: rater routes and the Blocks on one FastAPI app."""
+    gr = pytest.importorskip("gradio")
+    from fastapi.testclient import TestClient
+
+    from backend.mos.server import create_app
+
+    _, runs = setup
+    app = create_app(tmp_path / "m.sqlite", "tok", runs_root=runs[0].parent)
+    with gr.Blocks() as demo, gr.Tab("Listen"):
+        build_listen_tab(app.state.mos)
+    app = gr.mount_gradio_app(app, demo, path="/app")
+    client = TestClient(app)
+    service = app.state.mos
+    _, text = create_session(service, "tok", str(runs[0].parent), [runs[0].name], None, False,
+                             "mushra", 2, 0, 1, "t")
+    link = text.split("`")[-2]
+    assert client.get(link).status_code == 200
+    assert client.get("/app/").status_code == 200

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,9 @@ class MosService:
         self.admin_token = admin_token
         self.base_url = base_url.rstrip("/")
         self.runs_root = Path(runs_root).resolve() if runs_root else None
+        # rater k's seed derives from (session seed, k): minting is serialised so that two
+        # concurrent admin calls cannot hand the same k (the same trial order) to two raters
+        self._mint_lock = threading.Lock()
 
     # --- admin ---------------------------------------------------------------------------
     def check_admin(self, token: str | None) -> None:
@@ -146,6 +150,10 @@ class MosService:
         sess = self._session(session_id)
         if not 1 <= n <= 1000:
             raise MosError(422, "bad_count", "n must be in 1..1000")
+        with self._mint_lock:
+            return self._mint(session_id, sess, n)
+
+    def _mint(self, session_id: str, sess: dict, n: int) -> list[dict]:
         cfg = sess["config"]
         conds = [{"cond_id": c["cond_id"], "role": c["role"]} for c in sess["conditions"]]
         items = [{"key": it["item_key"], "files": it["files"]} for it in sess["items"]]
