@@ -230,6 +230,10 @@ def test_bad_ratings_store_nothing(client, runs):
     r = client.post(f"/mos/api/{rid}/rate", headers={**h, "Content-Type": "application/json"},
                     content=b"{not json")
     assert r.status_code == 400 and r.json()["error"] == "bad_json"
+    raw = json.dumps(variant(value="__INF__")).replace('"__INF__"', "Infinity")
+    r = client.post(f"/mos/api/{rid}/rate", headers={**h, "Content-Type": "application/json"},
+                    content=raw.encode())
+    assert r.status_code == 422 and r.json()["error"] == "out_of_range"
     assert n_ratings(db) == 0
     assert client.post(f"/mos/api/{rid}/rate", headers=h, json=good).status_code == 200
     n = n_ratings(db)

@@ -9,6 +9,7 @@ only, so nothing in a URL, an id or a repeated id across trials tells which cond
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +36,10 @@ class Protocol:
     attention_tolerance: float
 
     def valid(self, value: float) -> bool:
-        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        """A number on the scale; bools, strings, NaN and +-inf (JSON "Infinity") are not."""
+        if not isinstance(value, int | float) or isinstance(value, bool):
             return False
-        if self.integer and float(value) != int(value):
+        if not math.isfinite(value) or (self.integer and float(value) != int(value)):
             return False
         return self.lo <= value <= self.hi
 
