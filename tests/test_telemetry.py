@@ -183,3 +183,36 @@ def test_downsample_and_layer_cap():
     picked = pick_layers(names, 10)
     assert len(picked) == 10 and picked[0] == "l0" and picked[-1] == "l99"
     assert pick_layers(names[:5], 10) == names[:5]
+
+
+def test_static_buckets_give_a_clip_range_per_timestep(fp, record):
+    q = copy.deepcopy(fp)
+    quantize(q, QuantConfig(w_bits=8, a_bits=8, a_timestep_buckets=3), calibration=record)
+    tel = capture_telemetry(fp, q, sample_loop, layers=[TO_Q])
+    act = dict(q.named_modules())[TO_Q].act
+    his = []
+    for j, t in enumerate(tel.timesteps):
+        act.tracker.t = float(t)
+        s, z = act.qparams(torch.zeros(1, 64))
+        his.append((255 - float(z)) * float(s))  # asymmetric 8 bit: codes 0..255
+        assert tel.qstats["clip_hi"][0, j] == pytest.approx(his[-1], rel=1e-6)
+        assert tel.qstats["clip_lo"][0, j] == pytest.approx(-float(z) * float(s), rel=1e-6)
+    act.tracker.t = None
+    assert len(set(his)) == 3  # one calibrated range per timestep bucket
+
+
+def test_conv_layers_are_measured_channels_last():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 8, 1))
+    x = torch.randn(2, 8, 6, 6)
+    q = copy.deepcopy(model)
+    quantize(q, QuantConfig(w_bits=8, a_bits=4, a_mode="dynamic", a_granularity="group",
+                            a_group_size=8, skip=()))
+    tel = capture_telemetry(model, q, lambda m: m(x))
+    assert tel.layers == ["0", "2"] and tel.timesteps == [-1]  # no timestep outside a DiT
+    conv = q[0]
+    xc = x.movedim(1, -1)
+    err = float((xc - conv.act(xc)).pow(2).sum() / xc.pow(2).sum())
+    assert tel.qstats["quant_error"][0, 0] == pytest.approx(err, rel=1e-5)
+    assert tel.hist["fp"][0, 0].sum() == x.numel()
