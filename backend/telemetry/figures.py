@@ -147,7 +147,8 @@ def heatmap_figure(
     shown = np.log10(np.where(z > 0, z, np.nan)) if log_color else z
     label = METRICS[metric]
     hover = "layer %{y}<br>timestep %{x}<br>" + label + ": %{customdata:.4g}<extra></extra>"
-    bar = {"title": {"text": ("log10 of " if log_color else "") + label}}
+    unit = "fraction" if metric == "clipped_fraction" else "value"
+    bar = {"title": {"text": f"log10 {unit}" if log_color else unit}}
     fig = go.Figure(go.Heatmap(
         z=shown, x=[str(t) for t in tel.timesteps], y=tel.layers, customdata=z,
         colorscale="Viridis", colorbar=bar, hovertemplate=hover,
