@@ -34,6 +34,8 @@ def list_runs(runs_root: str | Path) -> list[tuple[str, str]]:
                     meta = json.loads(meta_file.read_text())
                 except (OSError, json.JSONDecodeError):
                     continue
+                if not meta.get("fp_audio"):
+                    continue  # an image run: nothing to listen to
                 label = meta.get("recipe_label") or d.name
                 out.append((f"{label}  [{d.name}, {len(meta.get('prompts', []))} clips]", d.name))
     return out

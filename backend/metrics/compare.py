@@ -41,7 +41,7 @@ class ComparisonResult:
     dim: int
     counts: dict[str, int]
     fd: dict[str, FDResult | None]
-    kid: dict[str, KIDResult]
+    kid: dict[str, KIDResult | None]
     paired: dict[str, Any]
     clap: dict[str, Any] | None
     reference_key: str
@@ -117,10 +117,15 @@ def compare_outputs(
     dim = int(emb["fp"].shape[1])
 
     fd: dict[str, FDResult | None] = {}
-    kid: dict[str, KIDResult] = {}
+    kid: dict[str, KIDResult | None] = {}
     scale = rms_scale(emb["ref"]) if kid_feature_scale == "reference" else None
     for name, a, b in PAIRS:
         # KID first: it is defined at any n >= 2 and is the fallback when FD is not
+        if min(counts[a], counts[b]) < 2:
+            kid[name] = None
+            fd[name] = None
+            notes.append(f"KID and FD {name} skipped: {min(counts[a], counts[b])} sample(s); both need >= 2")
+            continue
         kid[name] = kernel_inception_distance(
             emb[a], emb[b], num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed,
             feature_scale=scale,

@@ -331,6 +331,30 @@ def _offline_message(entry: ModelEntry, reason: str) -> str:
     return msg + _requirements_note(entry)
 
 
+def unavailable_reason(entry: ModelEntry) -> str | None:
+    """Why ``entry`` cannot be loaded right now (one line for the page), or None if it can.
+
+    Cheap (no model is built): embedded models need their folder; hub models need their
+    ``model_index.json`` in the local cache or permission to download (see the module's rule).
+    """
+    if entry.embedded:
+        path = entry.asset_path
+        if path is None or not (path / "model_index.json").is_file():
+            return f"{entry.name!r}: embedded model folder {path} is missing; rebuild it under training/"
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(entry.loader.source, "model_index.json")
+    if isinstance(cached, str):
+        missing = missing_requirements(entry)
+        return None if not missing else _import_failure(entry, ImportError(", ".join(missing))).args[0]
+    if downloads_allowed(None):
+        return None
+    why = ("this machine is offline (HF_HUB_OFFLINE is set)" if hub_offline()
+           else f"this machine is offline (downloads are off: {ALLOW_DOWNLOADS_ENV} is not 1)")
+    return _offline_message(entry, why)
+
+
 def _import_failure(entry: ModelEntry, exc: ImportError) -> ModelUnavailableError:
     note = _requirements_note(entry).strip() or f"Import failed: {exc}"
     return ModelUnavailableError(f"{entry.name!r} is cached but cannot be built here. {note}")

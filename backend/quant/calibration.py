@@ -267,7 +267,15 @@ class ActivationRecorder:
         """Merge one call's input into the (layer, current timestep) statistics."""
         t = timestep_key(self.tracker.t)
         x2 = channels_last(module, x.detach()).float()
-        if not torch.isfinite(x2).all():
+        # min/max propagate NaN and reach inf, so finite extremes mean a finite tensor: no
+        # separate isfinite pass over the activations (this hook runs on every layer call).
+        if self.per_channel:
+            cmin, cmax = torch.aminmax(x2, dim=0)
+            lo, hi = float(cmin.min()), float(cmax.max())
+        else:
+            lo_t, hi_t = torch.aminmax(x2)
+            lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise QuantError(
                 f"{name}: calibration input contains NaN or inf at timestep {t}; "
                 "check the prompts / latents that produced it"
@@ -277,13 +285,13 @@ class ActivationRecorder:
         flat = x2.reshape(-1)
         s.count += flat.numel()
         s.calls += 1
-        lo, hi = float(flat.min()), float(flat.max())
         s.min, s.max = min(s.min, lo), max(s.max, hi)
         s.absmax = max(s.absmax, abs(lo), abs(hi))
-        s.sum += float(flat.sum(dtype=torch.float64))
-        s.sumsq += float((flat.double() ** 2).sum())
+        # per-channel partial sums in float32, the total in float64: exact enough, no
+        # float64 copy of the activations
+        s.sum += float(x2.sum(0).double().sum())
+        s.sumsq += float((x2 * x2).sum(0).double().sum())
         if self.per_channel:
-            cmin, cmax = x2.amin(0), x2.amax(0)
             camax = torch.maximum(-cmin, cmax)
             if s.ch_min is None:
                 s.ch_min, s.ch_max, s.ch_absmax = cmin, cmax, camax
