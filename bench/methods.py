@@ -112,7 +112,7 @@ def score(task: Task, fp: Any, q: Any, cache: ReferenceCache) -> dict[str, Any]:
                           cache=cache, n_boot=50, kid_subsets=50).to_dict()
     fd = res["fd"]
     paired = res["paired"]
-    key = "psnr" if task.entry.kind == "image" else "snr"
+    key = "psnr_db" if task.entry.kind == "image" else "snr_db"
     pmean = paired.get(key, {}).get("mean") if isinstance(paired.get(key), dict) else None
     return {
         "fd_q_vs_ref": None if fd["q_vs_ref"] is None else fd["q_vs_ref"]["value"],
