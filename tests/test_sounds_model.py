@@ -16,7 +16,16 @@ import torch
 from backend.models import audio_features as af
 from backend.models.sounds_classifier import SoundsClassifier
 from backend.models.tiny_sounds_pipeline import TinySoundsPipeline
-from training.sounds.corpus import KINDS, synthesise
+from training.sounds.corpus import (
+    KINDS,
+    PREFIXES,
+    all_prompts,
+    build_corpus,
+    held_out_phrasings,
+    synthesise,
+    train_phrasings,
+)
+from training.sounds.phrasings import content_words, overlaps_held_out
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 
@@ -126,3 +135,37 @@ def test_classifier_shapes_and_fresh_real_clips() -> None:
     # preprocess resamples: the same clips at 22.05 kHz give nearly the same log-mels
     up = af.resample(audio[:2], af.SAMPLE_RATE, 22050)
     assert np.abs(clf.preprocess(up, 22050).numpy() - x[:2].numpy()).mean() < 0.05
+
+
+def test_disjointness_rule_by_hand() -> None:
+    assert content_words("a High-pitched bleep") == {"high", "pitched", "bleep"}
+    assert content_words("the hum of a fridge") == {"hum", "fridge"}
+    held = ("a deep hum", "a tom drum hit")
+    assert overlaps_held_out("a deep bass hum", held)  # adds a word to a held-out phrasing
+    assert overlaps_held_out("the deep hum", held)  # same content words
+    assert overlaps_held_out("a hit on a tom drum", held)  # same words, other order
+    assert not overlaps_held_out("a low hum", held)
+    assert not overlaps_held_out("a drum hit", held)  # a subset of a held-out phrasing is allowed
+
+
+def test_many_training_phrasings_and_a_disjoint_held_out_set() -> None:
+    for kind in KINDS:
+        train, held = train_phrasings(kind), held_out_phrasings(kind)
+        assert len(train) >= 30 and len(set(train)) == len(train)
+        assert len(held) == 6 and len(set(held)) == 6
+        assert not any(overlaps_held_out(p, held) for p in train), kind
+    train_prompts, held_prompts = all_prompts(held_out=False), all_prompts(held_out=True)
+    assert len(held_prompts) == len(KINDS) * 6 * len(PREFIXES)
+    assert not set(train_prompts) & set(held_prompts)
+    # "a deep humming tone" is the unseen check of training/sounds/evaluate.py: never trained on
+    assert "a deep humming tone" not in {p.strip() for p in train_prompts}
+
+
+def test_corpus_prompts_follow_the_split() -> None:
+    corpus = build_corpus(seed=3, train_per_kind=2, held_out_per_kind=1)
+    assert corpus.audio.shape == (30, af.CLIP_SAMPLES)
+    for prompt, label, held in zip(corpus.prompts, corpus.labels, corpus.held_out, strict=True):
+        kind = KINDS[label]
+        pool = held_out_phrasings(kind) if held else train_phrasings(kind)
+        assert any(prompt == pre + s for pre in PREFIXES for s in pool)
+    assert corpus.held_out.sum() == len(KINDS)

@@ -5,9 +5,9 @@ reproducible bit for bit, licence-free, and has ground-truth labels for the judg
 has random variation (pitch, timing, loudness, timbre) so the generator must learn a
 distribution, not a template.
 
-Prompts: each kind has several phrasings; a fixed subset of phrasings per kind is HELD OUT
-(never seen in training), and so is a fixed split of clips. The quality bar generates from
-held-out phrasings, so it tests the text encoder's generalisation, not memorised strings.
+Prompts (training/sounds/phrasings.py): each kind has ~36 training phrasings and 6 HELD-OUT
+ones (never seen in training); a fixed split of clips is held out too. The quality bar
+generates from held-out phrasings, so it tests the text encoder's generalisation, not memorised strings.
 """
 
 from __future__ import annotations
@@ -18,158 +18,23 @@ import numpy as np
 from scipy.signal import lfilter
 
 from backend.models.audio_features import CLIP_SAMPLES, SAMPLE_RATE
+from training.sounds.phrasings import HELD_OUT_PHRASINGS, KINDS, PREFIXES, TRAIN_PHRASINGS
 
 SR = SAMPLE_RATE
 N = CLIP_SAMPLES
 
-KINDS: tuple[str, ...] = (
-    "hum",
-    "beep",
-    "buzz",
-    "hiss",
-    "pluck",
-    "drum",
-    "siren",
-    "tick",
-    "chord",
-    "babble",
-)
-
-# Per kind: the first phrasings are for training, the last HELD_OUT_PER_KIND are held out.
-PHRASINGS: dict[str, tuple[str, ...]] = {
-    "hum": (
-        "a low humming tone",
-        "deep electrical hum",
-        "a low hum",
-        "mains hum",
-        "a droning bass tone",
-        "low frequency hum of a transformer",
-        "a steady low drone",
-        "a deep hum",
-        "the low buzz-free hum of a fridge",
-        "a bass sine drone",
-    ),
-    "beep": (
-        "a high beep",
-        "a high pitched beep",
-        "electronic beeping",
-        "a short sharp beep",
-        "beeps from a machine",
-        "a piercing high tone",
-        "a microwave beep",
-        "an alarm clock beep",
-        "a shrill electronic tone",
-        "a high-pitched bleep",
-    ),
-    "buzz": (
-        "a sawtooth buzz",
-        "a harsh buzzing sound",
-        "a buzzer",
-        "a raspy synthesizer buzz",
-        "an electric buzzer",
-        "a buzzing sawtooth wave",
-        "a nasal buzzing tone",
-        "a loud buzz",
-        "an angry buzzing drone",
-        "a rough buzzing synth note",
-    ),
-    "hiss": (
-        "white noise hiss",
-        "a hissing sound",
-        "static noise",
-        "steam hissing",
-        "radio static",
-        "a constant hiss",
-        "broadband noise",
-        "a hiss like a leaking tyre",
-        "the sound of television static",
-        "a noisy hiss",
-    ),
-    "pluck": (
-        "a plucked string",
-        "a guitar string being plucked",
-        "a single plucked note",
-        "a harp pluck",
-        "a plucked guitar note",
-        "a pizzicato string",
-        "a twanging string",
-        "a plucked banjo string",
-        "a mandolin note",
-        "a pluck of a string",
-    ),
-    "drum": (
-        "a drum hit",
-        "a kick drum",
-        "a bass drum thump",
-        "a deep drum beat",
-        "someone hitting a drum",
-        "a booming drum",
-        "a thud of a drum",
-        "a tom drum hit",
-        "a percussive boom",
-        "a drum being struck",
-    ),
-    "siren": (
-        "a rising siren",
-        "a siren going up in pitch",
-        "an ascending whistle",
-        "a rising tone",
-        "an air raid siren winding up",
-        "a sweep up in pitch",
-        "a pitch rising upwards",
-        "a whistle sliding up",
-        "an upward glissando",
-        "a siren rising",
-    ),
-    "tick": (
-        "a ticking clock",
-        "clock ticks",
-        "a metronome ticking",
-        "rapid clicking",
-        "a tick tock of a clock",
-        "regular clicks",
-        "a clicking sound",
-        "the ticking of a watch",
-        "a stopwatch ticking",
-        "a series of sharp clicks",
-    ),
-    "chord": (
-        "a chord",
-        "a major chord on an organ",
-        "several notes played together",
-        "a sustained chord",
-        "a harmonious chord",
-        "an organ chord",
-        "a triad of notes",
-        "three notes at once",
-        "a chord on a keyboard",
-        "a harmonic chord of tones",
-    ),
-    "babble": (
-        "speech-like babble",
-        "people talking",
-        "a person speaking",
-        "mumbled voice",
-        "someone talking indistinctly",
-        "a voice babbling",
-        "human speech",
-        "a man talking",
-        "murmuring voices",
-        "someone speaking gibberish",
-    ),
-}
-HELD_OUT_PER_KIND = 3
-PREFIXES: tuple[str, ...] = ("", "the sound of ", "a recording of ")
+__all__ = ["KINDS", "PREFIXES", "Corpus", "all_prompts", "build_corpus", "held_out_phrasings",
+           "synthesise", "train_phrasings"]
 
 
 def train_phrasings(kind: str) -> tuple[str, ...]:
-    """Phrasings the generator is trained on."""
-    return PHRASINGS[kind][:-HELD_OUT_PER_KIND]
+    """Phrasings the generator is trained on (training/sounds/phrasings.py)."""
+    return TRAIN_PHRASINGS[kind]
 
 
 def held_out_phrasings(kind: str) -> tuple[str, ...]:
     """Phrasings never seen in training: the quality bar prompts with these."""
-    return PHRASINGS[kind][-HELD_OUT_PER_KIND:]
+    return HELD_OUT_PHRASINGS[kind]
 
 
 def all_prompts(held_out: bool) -> list[str]:

@@ -1,6 +1,6 @@
 """Measure `tiny-sounds` and its judge against issue 3's quality bars.
 
-    python -m training.sounds.evaluate [--guidance 4.0] [--per-kind 16]
+    python -m training.sounds.evaluate [--guidance 4.0] [--per-kind 16] [--train-phrasings] [--quick]
 
 Reports: the classifier's accuracy on held-out REAL clips; the share of generated clips (25
 sampler steps, prompts from HELD-OUT phrasings only) classified as the requested kind, per kind
@@ -25,7 +25,7 @@ import torch
 from backend.models.audio_features import SAMPLE_RATE, waveform_to_logmel
 from backend.models.sounds_classifier import SoundsClassifier
 from backend.models.tiny_sounds_pipeline import TinySoundsPipeline
-from training.sounds.corpus import KINDS, PREFIXES, build_corpus, held_out_phrasings
+from training.sounds.corpus import KINDS, PREFIXES, Corpus, build_corpus, held_out_phrasings, train_phrasings
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 
@@ -69,6 +69,58 @@ def save_grid(mels: dict[str, np.ndarray], path: str, per_row: int = 6, scale: i
     img.save(path)
 
 
+def prompts_for(kind: str, per_kind: int, held_out: bool = True) -> list[str]:
+    """``per_kind`` prompts of one kind, cycling prefix x phrasing (held-out ones by default)."""
+    pick = held_out_phrasings if held_out else train_phrasings
+    phr = [pre + s for s in pick(kind) for pre in PREFIXES]
+    return [phr[i % len(phr)] for i in range(per_kind)]
+
+
+def classifier_held_out_accuracy(clf: SoundsClassifier, corpus: Corpus) -> float:
+    """The judge's accuracy on the held-out REAL clips of the corpus (never trained on)."""
+    held = corpus.held_out
+    return float(np.mean(classify(clf, corpus.audio[held]) == corpus.labels[held]))
+
+
+def generate_and_judge(
+    pipe: TinySoundsPipeline,
+    clf: SoundsClassifier,
+    per_kind: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    held_out: bool = True,
+) -> dict:
+    """Generate ``per_kind`` clips per kind (one generator stream from ``seed``) and judge them.
+
+    Returns per-kind accuracy, the overall mean, confusions, and the mels/audio per kind (for
+    grids and listening statistics).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    acc, confused, mels, audios = {}, {}, {}, {}
+    for label, kind in enumerate(KINDS):
+        out = pipe(prompts_for(kind, per_kind, held_out), num_inference_steps=steps,
+                   guidance_scale=guidance, generator=gen)
+        got = classify(clf, out.audios)
+        acc[kind] = float(np.mean(got == label))
+        confused[kind] = {KINDS[k]: int(np.sum(got == k)) for k in sorted(set(got.tolist())) if k != label}
+        mels[kind], audios[kind] = out.mels, out.audios
+    return {"per_kind": acc, "overall": float(np.mean(list(acc.values()))), "confused": confused,
+            "mels": mels, "audios": audios}
+
+
+def seconds_per_clip(pipe: TinySoundsPipeline, steps: int, guidance: float, repeats: int = 3) -> float:
+    """Median wall time of one clip (sampler + CFG + Griffin-Lim), after one warm-up call."""
+    pipe("a high beep", num_inference_steps=steps, guidance_scale=guidance)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        pipe(KINDS[i % len(KINDS)], num_inference_steps=steps, guidance_scale=guidance,
+             generator=torch.Generator().manual_seed(i))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=str(ASSETS / "tiny-sounds"))
@@ -82,6 +134,9 @@ def main() -> None:
     p.add_argument("--corpus-seed", type=int, default=0)
     p.add_argument("--train-per-kind", type=int, default=400)
     p.add_argument("--held-out-per-kind", type=int, default=50)
+    p.add_argument("--train-phrasings", action="store_true",
+                   help="prompt with TRAINING phrasings instead (to measure the generalisation gap)")
+    p.add_argument("--quick", action="store_true", help="accuracy only: no stats, grid or timing")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     result: dict = {"args": vars(args)}
@@ -89,55 +144,42 @@ def main() -> None:
     clf = SoundsClassifier.from_pretrained(args.classifier)
     corpus = build_corpus(args.corpus_seed, args.train_per_kind, args.held_out_per_kind)
     held = corpus.held_out
-    pred = classify(clf, corpus.audio[held])
-    result["classifier_held_out_accuracy"] = float(np.mean(pred == corpus.labels[held]))
+    result["classifier_held_out_accuracy"] = classifier_held_out_accuracy(clf, corpus)
     print(f"classifier held-out accuracy: {result['classifier_held_out_accuracy']:.4f}")
 
     pipe = TinySoundsPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    per_kind, all_mels, stats = {}, {}, {}
+    res = generate_and_judge(pipe, clf, args.per_kind, args.steps, args.guidance, args.seed,
+                             held_out=not args.train_phrasings)
+    stats = {}
     for label, kind in enumerate(KINDS):
-        phr = [pre + s for s in held_out_phrasings(kind) for pre in PREFIXES]
-        prompts = [phr[i % len(phr)] for i in range(args.per_kind)]
-        out = pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                   generator=gen)
-        got = classify(clf, out.audios)
-        per_kind[kind] = float(np.mean(got == label))
-        all_mels[kind] = out.mels
-        sf.write(f"/tmp/sounds_{kind}{args.tag}.wav", out.audios[0], SAMPLE_RATE)
-        real = corpus.audio[held & (corpus.labels == label)][: args.per_kind]
-        stats[kind] = {"generated": clip_stats(out.audios), "real": clip_stats(real)}
-        confused = {KINDS[k]: int(np.sum(got == k)) for k in set(got.tolist()) if k != label}
-        print(f"{kind:7s} acc {per_kind[kind]:.3f} confused-with {confused} "
-              f"gen {stats[kind]['generated']} real {stats[kind]['real']}", flush=True)
-    result["generated_accuracy_per_kind"] = per_kind
-    result["generated_accuracy"] = float(np.mean(list(per_kind.values())))
+        line = f"{kind:7s} acc {res['per_kind'][kind]:.3f} confused-with {res['confused'][kind]}"
+        if not args.quick:
+            sf.write(f"/tmp/sounds_{kind}{args.tag}.wav", res["audios"][kind][0], SAMPLE_RATE)
+            real = corpus.audio[held & (corpus.labels == label)][: args.per_kind]
+            stats[kind] = {"generated": clip_stats(res["audios"][kind]), "real": clip_stats(real)}
+            line += f" gen {stats[kind]['generated']} real {stats[kind]['real']}"
+        print(line, flush=True)
+    result["generated_accuracy_per_kind"] = res["per_kind"]
+    result["generated_accuracy"] = res["overall"]
+    result["confused"] = res["confused"]
     result["librosa_stats"] = stats
     print(f"generated accuracy overall: {result['generated_accuracy']:.4f}")
 
-    save_grid(all_mels, f"/tmp/sounds_mels{args.tag}.png")
-
-    unseen = "a deep humming tone"
-    out = pipe([unseen] * 8, num_inference_steps=args.steps, guidance_scale=args.guidance,
-               generator=torch.Generator().manual_seed(args.seed + 1))
-    got = classify(clf, out.audios)
-    result["unseen_phrase"] = {"prompt": unseen, "classified": [KINDS[k] for k in got]}
-    print(f"unseen '{unseen}': {result['unseen_phrase']['classified']}")
-
-    pipe("a high beep", num_inference_steps=args.steps, guidance_scale=args.guidance)  # warm
-    times = []
-    for i in range(3):
-        t0 = time.perf_counter()
-        pipe(KINDS[i], num_inference_steps=args.steps, guidance_scale=args.guidance,
-             generator=torch.Generator().manual_seed(i))
-        times.append(time.perf_counter() - t0)
-    result["seconds_per_clip"] = float(np.median(times))
-    result["seconds_per_clip_threads"] = args.threads
-    print(f"seconds per clip ({args.threads} thread(s), GL included): "
-          f"{result['seconds_per_clip']:.2f}")
-    real_mel = waveform_to_logmel(corpus.audio[held][:4])
-    result["real_mel_range"] = [float(real_mel.min()), float(real_mel.max())]
+    if not args.quick:
+        save_grid(res["mels"], f"/tmp/sounds_mels{args.tag}.png")
+        unseen = "a deep humming tone"
+        out = pipe([unseen] * 8, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                   generator=torch.Generator().manual_seed(args.seed + 1))
+        got = classify(clf, out.audios)
+        result["unseen_phrase"] = {"prompt": unseen, "classified": [KINDS[k] for k in got]}
+        print(f"unseen '{unseen}': {result['unseen_phrase']['classified']}")
+        result["seconds_per_clip"] = seconds_per_clip(pipe, args.steps, args.guidance)
+        result["seconds_per_clip_threads"] = args.threads
+        print(f"seconds per clip ({args.threads} thread(s), GL included): "
+              f"{result['seconds_per_clip']:.2f}")
+        real_mel = waveform_to_logmel(corpus.audio[held][:4])
+        result["real_mel_range"] = [float(real_mel.min()), float(real_mel.max())]
     Path(f"/tmp/sounds_eval{args.tag}.json").write_text(json.dumps(result, indent=2))
 
 

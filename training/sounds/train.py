@@ -31,7 +31,7 @@ from backend.models.tiny_sounds_pipeline import (
     encode_text,
     fold,
 )
-from training.sounds.corpus import KINDS, Corpus, build_corpus
+from training.sounds.corpus import KINDS, PREFIXES, Corpus, build_corpus, train_phrasings
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 SCHEDULE = {
@@ -128,14 +128,26 @@ def save_generator(transformer: PixArtTransformer2DModel, path: Path) -> None:
 def train_generator(
     corpus: Corpus, mels: torch.Tensor, args: argparse.Namespace, log: dict
 ) -> PixArtTransformer2DModel:
-    """v-prediction DDPM loss, caption dropout (for CFG), embedding noise, EMA weights."""
+    """v-prediction DDPM loss, caption dropout (for CFG), embedding noise, EMA weights.
+
+    Each step draws, for every clip, a fresh training prompt of the clip's kind (prefix x
+    phrasing), so every clip is seen with all ~108 prompts of its kind rather than one fixed
+    string; with probability ``phrase_mix`` the caption is a random convex mix of two prompts of
+    the kind (renormalised), which fills the span between phrasings the held-out ones land in.
+    """
     torch.manual_seed(args.seed + 2)
     gen = torch.Generator().manual_seed(args.seed + 3)
     train_idx = torch.from_numpy(np.flatnonzero(~corpus.held_out))
-    unique = sorted(set(corpus.prompts[i] for i in train_idx.tolist()))
-    table = encode_text(unique)[:, 0] / TEXT_SCALE  # (P, 384) unit norm
-    prompt_id = torch.tensor([unique.index(corpus.prompts[i]) for i in train_idx.tolist()])
+    per_kind = [[p + s for s in train_phrasings(k) for p in PREFIXES] for k in KINDS]
+    counts = torch.tensor([len(v) for v in per_kind])
+    offsets = torch.cumsum(counts, 0) - counts
+    table = encode_text([p for v in per_kind for p in v])[:, 0] / TEXT_SCALE  # (P, 384) unit norm
+    labels = torch.from_numpy(corpus.labels)[train_idx]
     x_all = fold(mels[train_idx], args.fold)
+
+    def draw_prompts(lab: torch.Tensor) -> torch.Tensor:
+        pick = (torch.rand(lab.shape, generator=gen) * counts[lab]).long()
+        return table[offsets[lab] + pick]
 
     model = build_transformer(args.width, args.layers, args.fold)
     ema = build_transformer(args.width, args.layers, args.fold)
@@ -145,7 +157,7 @@ def train_generator(
     acp = noise_sched.alphas_cumprod
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"transformer params {n_params:,}; prompts {len(unique)}; clips {len(train_idx)}")
+    print(f"transformer params {n_params:,}; prompts {len(table)}; clips {len(train_idx)}")
 
     t0 = time.time()
     losses: list[float] = []
@@ -155,7 +167,12 @@ def train_generator(
             g["lr"] = lr
         idx = torch.randint(0, len(x_all), (args.batch_size,), generator=gen)
         x0 = x_all[idx]
-        text = table[prompt_id[idx]]
+        lab = labels[idx]
+        text = draw_prompts(lab)
+        other = draw_prompts(lab)
+        lam = torch.rand(args.batch_size, 1, generator=gen)
+        mix = torch.rand(args.batch_size, 1, generator=gen) < args.phrase_mix
+        text = torch.where(mix, F.normalize(lam * text + (1 - lam) * other, dim=-1), text)
         text = text + args.text_noise / TEXT_DIM**0.5 * torch.randn(text.shape, generator=gen)
         text = F.normalize(text, dim=-1) * TEXT_SCALE
         drop = torch.rand(args.batch_size, generator=gen) < args.caption_dropout
@@ -191,7 +208,7 @@ def train_generator(
         "params": n_params,
         "seconds": round(time.time() - t0, 1),
         "final_loss_avg100": float(np.mean(losses[-100:])),
-        "n_train_prompts": len(unique),
+        "n_train_prompts": len(table),
     }
     return ema.eval()
 
@@ -211,7 +228,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--fold", type=int, default=2)
     p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--text-noise", type=float, default=0.3)
+    p.add_argument("--text-noise", type=float, default=0.5)
+    p.add_argument("--phrase-mix", type=float, default=0.5)
     p.add_argument("--out", type=str, default=str(ASSETS))
     p.add_argument("--snapshot-every", type=int, default=0)
     p.add_argument("--snapshot-dir", type=str, default="/tmp/tiny_sounds_snapshots")
