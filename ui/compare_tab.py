@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
 from ui.recipe_form import (
     FP_BITS_LABEL,
@@ -31,7 +32,7 @@ from ui.recipe_form import (
     choice_label,
     widget_value,
 )
-from ui.result_view import headline, media_items, metrics_table, notes_markdown, size_speed_markdown
+from ui.result_view import METRIC_COLUMNS, headline, media_items, metrics_table, notes_markdown, size_speed_markdown
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def _setting_widget(name: str, default: Any, visible: bool) -> gr.components.Com
                            value=widget_value(name, default), label=spec.label, info=info, **kw)
     if spec.kind == "bool":
         return gr.Checkbox(value=bool(default), label=spec.label, info=info, **kw)
+    if spec.kind in ("number", "int") and default is None:  # gr.Number shows None as 0: blank text = None
+        return gr.Textbox(value="", placeholder="blank = off", label=spec.label, info=info, **kw)
     if spec.kind in ("number", "int"):
         return gr.Number(value=default, label=spec.label, info=info, precision=0 if spec.kind == "int" else None,
                          **kw)
@@ -193,7 +196,8 @@ def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
                     if len(items) > MAX_SHOWN:
                         gr.Markdown(f"First {MAX_SHOWN} of {len(items)} shown; the Runs tab downloads all.")
 
-            metrics = gr.Dataframe(label="Scores", interactive=False, elem_id="metrics", wrap=True,
+            metrics = gr.Dataframe(value=pd.DataFrame(columns=METRIC_COLUMNS), label="Scores", interactive=False,
+                                   elem_id="metrics", wrap=True,
                                    column_widths=["27%", "12%", "12%", "12%", "37%"])
             notes = gr.Markdown("", elem_id="metric-notes")
             size_speed = gr.Markdown("", elem_id="size-speed")

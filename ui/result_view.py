@@ -21,6 +21,7 @@ PAIRED_HINTS = {
     "lsd_db": "log-spectral distance, dB (lower = closer)",
     "mel_l1": "mean |log-mel difference| (lower = closer)",
     "mse": "mean squared error (lower = closer)",
+    "mcd_db": "mel cepstral distortion, dB (lower = closer)",
     "ssim": "structural similarity (1 = identical)",
     "clap_cos": "CLAP embedding cosine (1 = same)",
     "embedding_cos": "embedding cosine (1 = same)",
@@ -85,8 +86,10 @@ def size_speed_markdown(result: dict[str, Any]) -> str:
     size, speed = result.get("size") or {}, result.get("speed") or {}
     parts = []
     if size:
-        parts.append(f"**Denoiser size:** FP {fmt_bytes(size.get('fp_bytes'))} → quantized "
-                     f"{fmt_bytes(size.get('q_bytes'))} (**{fmt(size.get('ratio'), 3)}× smaller**)")
+        fp_b, q_b = size.get("fp_bytes"), size.get("q_bytes")
+        smaller = fp_b / q_b if fp_b and q_b else None  # from the bytes: "ratio" conventions differ
+        parts.append(f"**Denoiser size:** FP {fmt_bytes(fp_b)} → quantized {fmt_bytes(q_b)} "
+                     f"(**{fmt(smaller, 3)}× smaller**)")
     if speed:
         cache = " (quantized denoiser reused from cache)" if result.get("denoiser_cache_hit") else ""
         parts.append(f"**Generation time:** FP {fmt(speed.get('fp_seconds'), 3)} s, quantized "
