@@ -46,7 +46,9 @@ def register_api(api: Any) -> None:
         """The job's status: status, stage, progress (0..1), message, error."""
         try:
             return _plain(api.status(job_id))
-        except (KeyError, LookupError, *errors) as exc:
+        except errors as exc:
+            raise _user_error(exc) from exc
+        except (KeyError, LookupError) as exc:
             raise gr.Error(f"unknown job {job_id!r}") from exc
 
     def wait(job_id: str, timeout_s: float = 600.0) -> dict:
@@ -55,7 +57,9 @@ def register_api(api: Any) -> None:
             return _plain(api.wait(job_id, timeout=min(float(timeout_s), MAX_CLIENT_WAIT_S)))
         except TimeoutError as exc:
             raise gr.Error(str(exc)) from exc
-        except (KeyError, LookupError, *errors) as exc:
+        except errors as exc:
+            raise _user_error(exc) from exc
+        except (KeyError, LookupError) as exc:
             raise gr.Error(f"unknown job {job_id!r}") from exc
 
     def result(job_id: str) -> dict:
@@ -63,7 +67,9 @@ def register_api(api: Any) -> None:
         try:
             res = api.result(job_id)
             st = api.status(job_id)
-        except (KeyError, LookupError, *errors) as exc:
+        except errors as exc:
+            raise _user_error(exc) from exc
+        except (KeyError, LookupError) as exc:
             raise gr.Error(f"unknown job {job_id!r}") from exc
         if res is None:
             raise gr.Error(f"job {job_id} has no result: it is {st['status']}"
@@ -82,7 +88,9 @@ def register_api(api: Any) -> None:
         """The run folder (audio / images, run.json, report.json, telemetry) as one zip file."""
         try:
             path = zip_run(api.run_dir(job_id), job_id, Path(tempfile.mkdtemp(prefix="qlisten_zip_")))
-        except (KeyError, LookupError, FileNotFoundError, *errors) as exc:
+        except errors as exc:
+            raise _user_error(exc) from exc
+        except (KeyError, LookupError, FileNotFoundError) as exc:
             raise gr.Error(f"no artifacts for job {job_id!r}: {exc}") from exc
         return gr.FileData(path=str(path), orig_name=path.name)
 
