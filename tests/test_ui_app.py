@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ui.recipe_form import FP_BITS_LABEL, FormError, build_request, parse_bits, parse_seeds, parse_setting
+from ui.recipe_form import (
+    FP_BITS_LABEL,
+    PER_CHANNEL_LABEL,
+    FormError,
+    build_request,
+    parse_bits,
+    parse_seeds,
+    parse_setting,
+)
 from ui.result_view import fmt, fmt_bytes, media_items, metrics_table, size_speed_markdown
 
 
@@ -130,7 +138,7 @@ def test_build_request_takes_only_the_methods_settings():
     assert req == {"model": "tiny-sounds", "inputs": ["a", "b"], "seeds": [0, 1], "steps": 8, "guidance": None,
                    "recipe": {"w_bits": 4, "a_bits": None, "method": "qdit", "group_size": 32, "search": True},
                    "telemetry": True}
-    assert parse_setting("group_size", "per channel", None) is None
+    assert parse_setting("group_size", PER_CHANNEL_LABEL, None) is None
     assert parse_setting("residual_bits", "off", None) is None
     assert parse_setting("smooth_alpha", "search", 0.5) == "search"
     assert parse_setting("avg_bits", "", None) is None and parse_setting("avg_bits", "4.5", None) == 4.5

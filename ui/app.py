@@ -44,7 +44,8 @@ DEFAULT_PORT = 7860
 MAX_QUEUE = 64
 TITLE = "qlisten — quantize and listen"
 CSS = """
-.pixelated img { image-rendering: pixelated; }
+.pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important;
+                 object-fit: contain; }
 #status, #runs-message { min-height: 1.5em; }
 """
 INTRO = ("Quantize a diffusion model, generate with the **same seeds** in floating point (FP) and "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FP_BITS_LABEL = "16 (not quantized)"
-PER_CHANNEL_LABEL = "per channel"
+PER_CHANNEL_LABEL = "method default (per channel; Q-DiT 64)"
 OFF_LABEL = "off"
 METHOD_DEFAULT_LABEL = "method default"
 MAX_SEEDS = 64
@@ -50,6 +50,8 @@ SETTING_SPECS: dict[str, SettingSpec] = {
     "search": SettingSpec("Group-size search (Q-DiT evolutionary)", "bool", "slower: searches per-layer groups"),
     "search_population": SettingSpec("Search population", "int"),
     "search_generations": SettingSpec("Search generations", "int"),
+    "search_min_mean_group": SettingSpec("Search: smallest mean group size", "number",
+                                         "keeps the searched groups from shrinking the size gain"),
     "smooth_alpha": SettingSpec("Smoothing alpha", "alpha", "0..1 (migration strength) or 'search'"),
     "lowrank_rank": SettingSpec("Low-rank branch rank", "int", "0 = no low-rank branch"),
     "avg_bits": SettingSpec("Mixed precision: average weight bits", "number",
