@@ -150,6 +150,13 @@ def test_full_comparison_on_tiny_sounds(page, shots):
             assert fetch_ok(page, url)[:4] == b"RIFF"
     check_metrics(page, "FAD")
     page.screenshot(path=str(shots / "tiny_sounds_compare.png"), full_page=True)
+    # the labelled playback option: quantized clips re-served gained to FP loudness
+    page.check("#loudness-match input")
+    page.wait_for_function("document.querySelector('#q-audio-1').innerText.includes('loudness-matched')",
+                           timeout=30_000)
+    assert "loudness-matched" not in page.inner_text("#fp-audio-0")
+    page.uncheck("#loudness-match input")
+    page.wait_for_function("!document.querySelector('#q-audio-1').innerText.includes('loudness-matched')")
     check_inspect(page, shots, "tiny_sounds")
 
     # the same request as the first example: clicking it is answered from the store at once

@@ -224,3 +224,65 @@ def test_histogram_slider_works_without_frames():
     j = len(tel.timesteps) - 1
     h = tel.hist["fp"][0, j].astype(float)
     np.testing.assert_allclose(steps[j].args[0]["y"][0], h / h.sum())
+
+
+# --- loudness matching (playback option) --------------------------------------------------------
+
+def sine(rate: int, seconds: float, amp: float, hz: float = 997.0):
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    return amp * np.sin(2 * np.pi * hz * t)
+
+
+def test_bs1770_filters_and_compliance_levels():
+    import numpy as np
+
+    from ui.loudness import _highpass, _shelf, integrated_loudness
+
+    # the 48 kHz coefficients tabulated in ITU-R BS.1770-4 (Tables 1 and 2)
+    b, a = _shelf(48000)
+    np.testing.assert_allclose(b, [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-9)
+    np.testing.assert_allclose(a, [1.0, -1.69065929318241, 0.73248077421585], atol=1e-9)
+    b, a = _highpass(48000)
+    np.testing.assert_allclose(b, [1.0, -2.0, 1.0])
+    np.testing.assert_allclose(a, [1.0, -1.99004745483398, 0.99007225036621], atol=1e-9)
+    # a full-scale 997 Hz sine reads -3.01 LUFS; half amplitude 6.02 dB less
+    assert integrated_loudness(sine(48000, 2, 1.0), 48000) == pytest.approx(-3.01, abs=0.01)
+    assert integrated_loudness(sine(48000, 2, 0.5), 48000) == pytest.approx(-9.03, abs=0.01)
+    assert integrated_loudness(sine(16000, 2, 1.0), 16000) == pytest.approx(-3.01, abs=0.05)
+    assert integrated_loudness(np.zeros(16000), 16000) == float("-inf")
+
+
+def test_gating_drops_silence_but_keeps_the_partial_blocks():
+    import numpy as np
+
+    from ui.loudness import integrated_loudness
+
+    # 1 s of full-scale sine then 1 s of silence, 400 ms blocks every 100 ms: 7 full blocks and
+    # blocks 3/4, 1/2, 1/4 full pass both gates; silent blocks fail the -70 LUFS gate.
+    # mean energy = (7 + .75 + .5 + .25) / 10 = 0.85 of a full block -> -3.01 + 10 log10(0.85)
+    x = np.concatenate([sine(48000, 1, 1.0), np.zeros(48000)])
+    assert integrated_loudness(x, 48000) == pytest.approx(-3.01 + 10 * np.log10(0.85), abs=0.03)
+
+
+def test_matched_copy_gains_q_to_fp_loudness(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from ui.loudness import integrated_loudness, matched_copy
+
+    sf.write(tmp_path / "fp.wav", sine(16000, 1, 0.5), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "q.wav", sine(16000, 1, 0.125, hz=440), 16000, subtype="FLOAT")
+    path, gain = matched_copy(tmp_path / "fp.wav", tmp_path / "q.wav", tmp_path / "out")
+    fp_l = integrated_loudness(sf.read(tmp_path / "fp.wav")[0], 16000)
+    q_l = integrated_loudness(sf.read(tmp_path / "q.wav")[0], 16000)
+    assert gain == pytest.approx(fp_l - q_l, abs=1e-9) and 11 < gain < 13  # 12.04 dB of amplitude, K-weighted
+    assert integrated_loudness(sf.read(path)[0], 16000) == pytest.approx(fp_l, abs=0.01)
+    assert sf.read(tmp_path / "q.wav")[0].max() == pytest.approx(0.125, abs=1e-4)  # the stored file is untouched
+    # a copy never clips: a loud FP against a quiet Q with a full-scale click gets 0 dB
+    q = sine(16000, 1, 0.05)
+    q[100] = 1.0
+    sf.write(tmp_path / "q2.wav", q, 16000, subtype="FLOAT")
+    path2, gain2 = matched_copy(tmp_path / "fp.wav", tmp_path / "q2.wav", tmp_path / "out")
+    assert gain2 == pytest.approx(0.0, abs=1e-9) and np.abs(sf.read(path2)[0]).max() <= 1.0

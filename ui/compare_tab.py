@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ui.loudness import matched_copy
 from ui.recipe_form import (
     FP_BITS_LABEL,
     SETTING_SPECS,
@@ -171,9 +172,12 @@ def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
         with gr.Column(scale=3, min_width=420):
             title = gr.Markdown("Run a comparison to hear (or see) FP and quantized outputs side by side.",
                                 elem_id="run-title")
+            match = gr.Checkbox(value=False, elem_id="loudness-match",
+                                label="Loudness-match the quantized clips to FP for playback (ITU-R BS.1770; "
+                                      "off = both at their true, stored level; scores are never affected)")
 
-            @gr.render(inputs=view_state)
-            def _media(view: dict[str, Any] | None) -> None:
+            @gr.render(inputs=[view_state, match])
+            def _media(view: dict[str, Any] | None, matched: bool) -> None:
                 if not view:
                     return
                 items = view["items"]
@@ -186,7 +190,11 @@ def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
                             if view["kind"] == "audio":
                                 gr.Audio(it["fp"], type="filepath", label="FP", interactive=False,
                                          elem_id=f"fp-audio-{i}", elem_classes=["fp-audio"])
-                                gr.Audio(it["q"], type="filepath", label="Quantized", interactive=False,
+                                q_path, q_label = it["q"], "Quantized"
+                                if matched and it["fp"] and it["q"]:
+                                    q_path, gain = matched_copy(it["fp"], it["q"])
+                                    q_label = f"Quantized, loudness-matched ({gain:+.1f} dB)"
+                                gr.Audio(q_path, type="filepath", label=q_label, interactive=False,
                                          elem_id=f"q-audio-{i}", elem_classes=["q-audio"])
                             else:
                                 gr.Image(it["fp"], type="filepath", label="FP", interactive=False, height=160,
@@ -322,4 +330,5 @@ def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
             "method_info": method_info, "settings": settings, "inputs": inputs_text, "seeds": seeds,
             "steps": steps, "guidance": guidance, "telemetry": telemetry, "run": run_btn, "cancel": cancel_btn,
             "status": status, "title": title, "metrics": metrics, "notes": notes, "size_speed": size_speed,
-            "job": job_state, "view": view_state, "show_run": show_run, "on_run": on_run, "form_request": form_request}
+            "job": job_state, "view": view_state, "loudness_match": match,
+            "show_run": show_run, "on_run": on_run, "form_request": form_request}
