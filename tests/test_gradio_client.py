@@ -75,6 +75,11 @@ def test_client_submits_a_job_and_gets_the_result(served, tmp_path):
     assert {"/submit", "/status", "/wait", "/result", "/run", "/artifacts", "/models", "/methods"} <= endpoints
 
     job = client.predict(REQUEST, api_name="/submit")
+    # a second job waits behind the first (one worker): cancelling it stops it before it starts
+    queued = client.predict({**REQUEST, "seeds": [4]}, api_name="/submit")
+    assert queued != job
+    assert client.predict(queued, api_name="/cancel") == "cancelled"
+    assert client.predict(queued, api_name="/status")["status"] == "cancelled"
     status = client.predict(job, 300, api_name="/wait")
     assert status["status"] == "done", status
     result = client.predict(job, api_name="/result")
