@@ -134,3 +134,49 @@ def test_client_is_told_about_an_unknown_job(served):
     client = Client(served[0], verbose=False)
     with pytest.raises(AppError, match="no run with id"):
         client.predict("20000101-000000-deadbeef", api_name="/result")
+
+
+def test_app_py_serves_on_the_env_port_and_stops_cleanly(tmp_path):
+    """``python app.py`` — the Dockerfile's CMD — honours GRADIO_SERVER_NAME/PORT and QLISTEN_HOME."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               QLISTEN_HOME=str(tmp_path / "home"), QLISTEN_MOS_ADMIN_TOKEN="m" * 32, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        page = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert page is not None and page.status_code == 200, "app.py did not serve"
+        assert "qlisten" in page.text
+        # the listening-test routes share the port and take the admin token from the environment
+        sessions = f"http://127.0.0.1:{port}/mos/admin/sessions"
+        assert httpx.get(sessions, headers={"Authorization": "Bearer " + "m" * 32}, timeout=10).status_code == 200
+        assert httpx.get(sessions, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code in (401, 403)
+        assert (tmp_path / "home" / "runs.db").is_file()  # the store lives where QLISTEN_HOME says
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode is not None
+    assert f"http://127.0.0.1:{port}/" in out and "gradio.live" not in out  # no share link
+    assert "m" * 32 not in out  # a token given in the environment is never printed
