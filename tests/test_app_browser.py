@@ -91,9 +91,10 @@ def status_text(page) -> str:
     return page.inner_text("#status")
 
 
-def run_and_wait(page, first_media: str, last_media: str) -> float:
+def run_and_wait(page, first_media: str, last_media: str, click: bool = True) -> float:
     t0 = time.perf_counter()
-    page.click("#run")
+    if click:
+        page.click("#run")
     page.wait_for_selector(last_media, timeout=RUN_TIMEOUT_MS)
     page.wait_for_selector(first_media)
     page.wait_for_function("document.querySelector('#status').innerText.includes('Showing run')")
@@ -134,7 +135,11 @@ def check_inspect(page, shots: Path, name: str) -> None:
 
 def test_full_comparison_on_tiny_sounds(page, shots):
     fill_form(page, "a low humming tone\na high beep")
-    took = run_and_wait(page, "#fp-audio-0", "#q-audio-1")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('submitted')", timeout=30_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(shots / "tiny_sounds_running.png"), full_page=True)  # gr.Progress with the stage
+    took = run_and_wait(page, "#fp-audio-0", "#q-audio-1", click=False)
     assert "Done" in status_text(page) or "Showing run" in status_text(page)
     for side in ("fp", "q"):
         for i in (0, 1):
@@ -194,7 +199,15 @@ def test_bad_input_is_one_line_in_the_page(page, shots):
     fill_form(page, "a chord", steps=0)
     page.click("#run")
     page.wait_for_function("document.querySelector('#status').innerText.includes('steps must be')")
+    # a hub model with no network: the reason shows as soon as it is picked, and Run says it again
+    pick(page, "model", "AudioLDM small (cvssp/audioldm-s-full-v2) (unavailable here)")
+    page.wait_for_function("document.querySelector('#model-info').innerText.includes('Unavailable here')")
+    page.fill("#steps input", "8")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('audioldm')")
+    page.screenshot(path=str(shots / "hub_model_offline.png"), full_page=True)
     assert "Traceback" not in page.content()
+    pick(page, "model", "tiny-sounds (embedded text-to-audio DiT)")
 
 
 def test_runs_tab_reopens_and_downloads(page, shots, app_url):
