@@ -5,7 +5,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 \
 RUN useradd -m -u 1000 user
 USER user
 ENV HOME=/home/user PATH=/home/user/.local/bin:$PATH \
-    GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=7860 GRADIO_ANALYTICS_ENABLED=False
+    GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=7860 GRADIO_ANALYTICS_ENABLED=False \
+    QLISTEN_PREWARM_EXAMPLES=1
 WORKDIR $HOME/app
 COPY --chown=user requirements.txt .
 # torch 2.13.0's CPU build: a plain PyPI torch on Linux is the multi-GB CUDA build

@@ -286,3 +286,16 @@ def test_matched_copy_gains_q_to_fp_loudness(tmp_path):
     sf.write(tmp_path / "q2.wav", q, 16000, subtype="FLOAT")
     path2, gain2 = matched_copy(tmp_path / "fp.wav", tmp_path / "q2.wav", tmp_path / "out")
     assert gain2 == pytest.approx(0.0, abs=1e-9) and np.abs(sf.read(path2)[0]).max() <= 1.0
+
+
+def test_prewarmed_examples_are_the_runs_a_click_asks_for(tmp_path):
+    """Prewarm queues exactly the requests the example click sends, so the click hits the cache."""
+    from backend.api import QlistenAPI
+    from ui.compare_tab import EXAMPLES, example_request, prewarm_examples
+
+    api = QlistenAPI(root=tmp_path, backend="memory")  # workers not started: the jobs stay queued
+    jobs = prewarm_examples(api)
+    assert len(jobs) == len(EXAMPLES) == len(set(jobs))
+    assert all(api.status(j)["status"] == "queued" for j in jobs)
+    for row, job in zip(EXAMPLES, jobs):
+        assert api.submit(example_request(api.methods(), list(row))) == job  # same content hash

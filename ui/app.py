@@ -17,7 +17,8 @@ are about memory and fairness: ``MAX_QUEUE`` waiting events at most.
 
 Environment: ``QLISTEN_HOME`` (store root; default ``<repo>/.qlisten``), ``GRADIO_SERVER_NAME``
 / ``GRADIO_SERVER_PORT``, ``QLISTEN_MOS_ADMIN_TOKEN`` (Listen tab; printed once if unset),
-``QLISTEN_WORKERS`` (job workers, default 1).
+``QLISTEN_WORKERS`` (job workers, default 1), ``QLISTEN_PREWARM_EXAMPLES=1`` (queue the Compare
+examples at start, so their first click is already answered from the run store).
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ def launch(host: str | None = None, port: int | None = None, root: str | Path | 
         print(f"Listen tab admin token (set QLISTEN_MOS_ADMIN_TOKEN to choose one): {token}", flush=True)
     api = make_api(root)
     app, _ = build_app(api, root=root, admin_token=token)
+    if os.environ.get("QLISTEN_PREWARM_EXAMPLES", "") in ("1", "true", "yes"):
+        from ui.compare_tab import prewarm_examples
+
+        print(f"prewarming {len(prewarm_examples(api))} examples in the job queue", flush=True)
     print(f"qlisten on http://{host}:{port}/ (store: {_api_root(api)})", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -118,6 +118,26 @@ def _setting_widget(name: str, default: Any, visible: bool) -> gr.components.Com
     return gr.Textbox(value=widget_value(name, default), label=spec.label, info=info, **kw)
 
 
+def example_request(methods: list[dict[str, Any]], row: list[Any]) -> dict[str, Any]:
+    """The request an example row runs: its values, the method's default settings."""
+    model, w, a, method, inputs, seeds, steps = row
+    own = next((m.get("settings", {}) for m in methods if m["name"] == method), {})
+    return build_request(model=model, w_bits=w, a_bits=a, method=method, settings={}, method_settings=own,
+                         inputs_text=inputs, seeds_text=seeds, steps=steps)
+
+
+def prewarm_examples(api: Any) -> list[str]:
+    """Queue every example (for ``QLISTEN_PREWARM_EXAMPLES=1`` at launch): once they ran, a click
+    on one is answered from the run store at once. Returns the job ids; refused ones are skipped."""
+    methods, jobs = api.methods(), []
+    for row in EXAMPLES:
+        try:
+            jobs.append(api.submit(example_request(methods, list(row))))
+        except Exception as exc:  # noqa: BLE001 - a model missing here must not stop the app
+            log.warning("example %s not prewarmed: %s", row[:4], exc)
+    return jobs
+
+
 def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
     """Create the tab's components inside the caller's ``gr.Tab``; wire them to ``api``.
 
@@ -277,11 +297,7 @@ def build_compare_tab(api: Any, current_run: gr.State) -> dict[str, Any]:
         yield from run_request(lambda: form_request(values), progress)
 
     def on_example(m, w, a, meth, inp, sd, st, progress: gr.Progress = gr.Progress()):  # noqa: B008
-        def req():
-            return build_request(model=m, w_bits=w, a_bits=a, method=meth, settings={},
-                                 method_settings=by_method.get(meth, {}).get("settings", {}),
-                                 inputs_text=inp, seeds_text=sd, steps=st)
-        yield from run_request(req, progress)
+        yield from run_request(lambda: example_request(methods, [m, w, a, meth, inp, sd, st]), progress)
 
     def on_cancel(job: str):
         if not job:
