@@ -4,7 +4,8 @@ What is checked, and how:
 
 * Offline, always: the Dockerfile is parsed; its Space contract holds (python 3.11 base as
   pyproject requires, non-root user 1000 with HOME=/home/user, port 7860 exposed and set as
-  GRADIO_SERVER_PORT, server name 0.0.0.0, analytics off, CMD ``python app.py``, requirements
+  GRADIO_SERVER_PORT, server name 0.0.0.0, analytics off, the run store in the user's home,
+  CMD ``python app.py``, requirements
   copied before they are installed); every file its RUN / COPY lines name exists; the torch it
   installs is the one requirements.txt pins.
 * In a clean virtualenv (``python -m venv``, no site packages): the image's torch step, with
@@ -106,6 +107,7 @@ def test_dockerfile_keeps_the_space_contract():
     assert env["HOME"] == "/home/user" and env["GRADIO_SERVER_NAME"] == "0.0.0.0"
     assert env["GRADIO_SERVER_PORT"] == "7860" and ("EXPOSE", "7860") in INSTRS
     assert env["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert env["QLISTEN_HOME"].startswith("/home/user/")  # a store the non-root user can write
     assert json.loads(dict(INSTRS)["CMD"]) == ["python", "app.py"] and (ROOT / "app.py").is_file()
     # requirements are copied (as the user) before the pip step, the app after it (layer cache)
     copies = [(i, args) for i, (op, args) in enumerate(INSTRS) if op == "COPY"]
