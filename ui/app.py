@@ -134,7 +134,8 @@ class BackgroundServer:
 
         import uvicorn
 
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=3)  # clients may hold event streams open
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="qlisten-http", daemon=True)
         self._thread.start()
