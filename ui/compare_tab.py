@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from backend.api import RequestError
 from ui.loudness import matched_copy
 from ui.recipe_form import (
     FP_BITS_LABEL,
@@ -54,10 +55,6 @@ EXAMPLES = [
 
 def request_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions whose message is meant for the user as is."""
-    try:
-        from backend.api import RequestError
-    except ImportError:  # pragma: no cover - the API module is the lead's; tolerate its absence
-        return (FormError, ValueError)
     return (FormError, RequestError)
 
 
