@@ -1,7 +1,8 @@
 """A person's path through the app in a real Chromium (Playwright): full comparisons on the
 embedded tiny-sounds and tiny-digits models, the Inspect plots, an example answered from the
-run store, a bad input, the Runs tab. Screenshots go to a test-run folder and are copied to
-bench/results/screenshots/.
+run store, a bad input, the Runs tab. Screenshots go to a test-run folder; with
+QLISTEN_KEEP_SCREENSHOTS=1 they are also copied to bench/results/screenshots/ (opt-in, so that a
+test run never rewrites files of the repository).
 
 Uses Debian's chromium (/usr/bin/chromium), never a Playwright-downloaded browser; skips with a
 reason where it is absent. The app runs in this process over a fresh temporary store; the jobs
@@ -12,6 +13,7 @@ tab test reopens the runs made before it).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +33,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def shots(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app_shots")
     yield folder
+    if os.environ.get("QLISTEN_KEEP_SCREENSHOTS") != "1":
+        return
     SHOTS_KEPT.mkdir(parents=True, exist_ok=True)
     for f in sorted(folder.glob("*.png")):
         shutil.copy(f, SHOTS_KEPT / f.name)
