@@ -150,6 +150,9 @@ def train_generator(
         return table[offsets[lab] + pick]
 
     model = build_transformer(args.width, args.layers, args.fold)
+    if args.init_from:  # fine-tune: start from an earlier tiny-sounds transformer (same shape)
+        start = PixArtTransformer2DModel.from_pretrained(str(Path(args.init_from) / "transformer"))
+        model.load_state_dict(start.state_dict())
     ema = build_transformer(args.width, args.layers, args.fold)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -228,11 +231,13 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--fold", type=int, default=2)
     p.add_argument("--caption-dropout", type=float, default=0.1)
-    p.add_argument("--text-noise", type=float, default=0.5)
+    p.add_argument("--text-noise", type=float, default=0.3)
     p.add_argument("--phrase-mix", type=float, default=0.5)
     p.add_argument("--out", type=str, default=str(ASSETS))
     p.add_argument("--snapshot-every", type=int, default=0)
     p.add_argument("--snapshot-dir", type=str, default="/tmp/tiny_sounds_snapshots")
+    p.add_argument("--init-from", type=str, default="",
+                   help="a tiny-sounds folder whose transformer weights start the run (fine-tuning)")
     p.add_argument("--skip-classifier", action="store_true")
     p.add_argument("--skip-generator", action="store_true")
     args = p.parse_args()
