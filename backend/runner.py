@@ -46,7 +46,6 @@ from backend.quant import QuantError, QuantReport, load_quantized, save_quantize
 from backend.quant.recipes import Recipe, quantized_copy
 
 CALIBRATION_SEEDS = (1000,)  # one sample per default input; disjoint from the seeds a user is likely to type
-PTQ4ADM_PROMPTS = 16
 TELEMETRY_ITEMS = 2
 GENERATE_CHUNK = 8
 
@@ -115,7 +114,7 @@ def calibration_inputs(entry: ModelEntry, recipe: Recipe) -> list[str]:
         def embed(prompts: list[str]) -> np.ndarray:
             return encode_text(list(prompts)).reshape(len(prompts), -1).float().numpy()
 
-        return build_calibration_prompts(base, PTQ4ADM_PROMPTS, embed, seed=recipe.seed)
+        return build_calibration_prompts(base, len(base), embed, seed=recipe.seed)  # same size as the default set
     return base
 
 

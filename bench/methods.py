@@ -44,6 +44,7 @@ METHOD_RECIPES: dict[str, dict[str, Any]] = {
     "smooth-sqs": {"method": "smooth", "a_mode": "static", "smooth_alpha": 0.5},
     "smooth-sqd": {"method": "smooth", "a_mode": "dynamic", "smooth_alpha": 0.5},
     "mixed": {"method": "mixed", "group_size": 32, "avg_bits_over": 1.0},
+    "ptq4adm": {"method": "ptq4adm", "avg_bits_over": 1.0},
     "best": {"method": "best", "group_size": 32, "smooth_alpha": 0.5},
 }
 
@@ -100,6 +101,22 @@ def sounds_task(n: int, steps: int) -> Task:
         list(range(5000, 5000 + len(inputs))), calib, list(range(9000, 9000 + len(calib))),
         ref, ClassifierAudioEmbedding.from_pretrained(), steps,
     )
+
+
+def calibrator(task: Task, recipe: Recipe) -> Callable[[], None]:
+    """The calibration run of a recipe: PTQ4ADM on a text model renders the coverage-selected
+    prompts the app's runner would use (same count as the plain calibration set); every
+    other recipe (and PTQ4ADM on a class-conditional model) renders the task's calibration set."""
+    if recipe.method != "ptq4adm" or task.entry.conditioning != "text":
+        return task.calibrate
+    from backend.models.tiny_sounds_pipeline import encode_text
+    from backend.quant.methods.ptq4adm import build_calibration_prompts
+
+    def embed(prompts: list[str]) -> np.ndarray:
+        return encode_text(list(prompts)).reshape(len(prompts), -1).float().numpy()
+
+    prompts = build_calibration_prompts(list(task.calib_inputs), len(task.calib_inputs), embed, seed=recipe.seed)
+    return lambda: task.generate(prompts, task.calib_seeds[: len(prompts)])
 
 
 def outputs_of(gen: Any) -> np.ndarray:
@@ -225,7 +242,7 @@ def run_task(task: Task, settings: list[str], methods: list[str], peers: bool, c
             recipe = Recipe(w_bits=w, a_bits=a, seed=0, **spec)
 
             def build(recipe: Recipe = recipe) -> tuple[nn.Module, dict]:
-                q, res = quantized_copy(denoiser, recipe, task.calibrate)
+                q, res = quantized_copy(denoiser, recipe, calibrator(task, recipe))
                 path = RESULTS / f".tmp-{task.name}.safetensors"
                 save_quantized(q, path)
                 size = path.stat().st_size

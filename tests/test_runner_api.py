@@ -142,3 +142,20 @@ def test_a_failing_job_fails_alone_with_a_clear_message(api):
 def test_unknown_run_id_is_a_clear_error(api):
     with pytest.raises(RequestError, match="no run with id"):
         api.status("nope")
+
+
+def test_ptq4adm_calibrates_on_coverage_selected_prompts_of_the_same_count():
+    from backend.models.registry import get_entry
+    from backend.quant.recipes import Recipe
+    from backend.runner import calibration_inputs
+
+    entry = get_entry("tiny-sounds")
+    plain = calibration_inputs(entry, Recipe(method="ptq"))
+    chosen = calibration_inputs(entry, Recipe(method="ptq4adm"))
+    assert plain == list(entry.default_inputs)
+    assert len(chosen) == len(plain) and len(set(chosen)) == len(chosen)
+    assert chosen != plain and all(isinstance(p, str) and p.strip() for p in chosen)
+    assert calibration_inputs(entry, Recipe(method="ptq4adm")) == chosen  # deterministic for a seed
+    # a class-conditional model has no prompts to augment: its classes are the calibration set
+    digits = get_entry("tiny-digits")
+    assert calibration_inputs(digits, Recipe(method="ptq4adm")) == list(digits.default_inputs)
