@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="methods")
+    ap.add_argument("--append", action="store_true",
+                    help="merge into an existing <out>.json: rows of the same model and label are replaced")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment()
@@ -319,9 +321,18 @@ def main(argv: list[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    if args.append and (RESULTS / f"{args.out}.json").is_file():
+        results = json.loads((RESULTS / f"{args.out}.json").read_text())["results"]
     for name in args.models:
         task = digits_task(args.n, args.steps) if name == "tiny-digits" else sounds_task(args.n, args.steps)
-        results.append(run_task(task, args.settings, args.methods, not args.no_peers, cache, log))
+        new = run_task(task, args.settings, args.methods, not args.no_peers, cache, log)
+        old = next((r for r in results if r["model"] == name), None)
+        if old is None:
+            results.append(new)
+        else:  # same seeds and prompts, so the FP columns agree; keep old rows not re-measured
+            labels = {row["label"] for row in new["rows"]}
+            new["rows"] = [row for row in old["rows"] if row["label"] not in labels] + new["rows"]
+            results[results.index(old)] = new
         write_results(args.out, {"environment": env, "results": results}, to_markdown(env, results))
     print(to_markdown(env, results))
     print(json.dumps({"written": str(RESULTS / f'{args.out}.md')}))
