@@ -235,7 +235,8 @@ def run_task(task: Task, settings: list[str], methods: list[str], peers: bool, c
         for method in methods:
             spec = dict(METHOD_RECIPES[method])
             if method == "rtzs" and a >= 8:
-                spec.update(residual_bits=2, residual_threshold=0.5)  # A8 stays affine; RT on weights
+                # A8 stays affine; RT on weights. |R| <= s/2 after rounding, so 0.25 keeps the larger half
+                spec.update(residual_bits=2, residual_threshold=0.25)
             over = spec.pop("avg_bits_over", None)
             if over is not None:
                 spec["avg_bits"] = w + over
