@@ -47,6 +47,7 @@ from backend.quant.recipes import Recipe, quantized_copy
 
 CALIBRATION_SEEDS = (1000,)  # one sample per default input; disjoint from the seeds a user is likely to type
 TELEMETRY_ITEMS = 2
+KID_TRUSTED_N = 16  # below this, KID's subset-to-subset spread exceeds recipe differences here
 GENERATE_CHUNK = 8
 
 _PIPES: dict[str, Any] = {}
@@ -221,6 +222,10 @@ def _score(entry: ModelEntry, fp: Generation, q: Generation) -> dict[str, Any]:
     res = compare_outputs(fp.data, q.data, ref_items, backend, sample_rate=fp.sample_rate,
                           reference_sample_rate=ref_rate, n_boot=50, kid_subsets=50).to_dict()
     fd, kid = res["fd"], res["kid"]
+    n = min(res["counts"]["fp"], res["counts"]["q"])
+    if 2 <= n < KID_TRUSTED_N:
+        notes.append(f"KID from {n} samples is mostly noise (the unbiased estimate can be negative); "
+                     f"use >= {KID_TRUSTED_N} samples (inputs x seeds) to rank recipes")
     paired = {k: v for k, v in res["paired"].items() if isinstance(v, dict)}
     return {
         "fd_fp_vs_ref": _value(fd["fp_vs_ref"], "value"),
