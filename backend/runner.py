@@ -47,7 +47,7 @@ from backend.quant.recipes import Recipe, quantized_copy
 
 CALIBRATION_SEEDS = (1000,)  # one sample per default input; disjoint from the seeds a user is likely to type
 TELEMETRY_ITEMS = 2
-KID_TRUSTED_N = 16  # below this, KID's subset-to-subset spread exceeds recipe differences here
+KID_TRUSTED_N = 16  # below this many samples the page warns that KID is a rough, noisy estimate
 GENERATE_CHUNK = 8
 
 _PIPES: dict[str, Any] = {}
