@@ -2,10 +2,12 @@
 
     python -m training.sounds.train --seed 0
 
-reproduces both folders under assets/models/ bit for bit on a CPU (one thread, deterministic
-algorithms, fixed step counts; no wall-clock-dependent decisions). The learning rate is constant
-after warm-up, so a snapshot written at step k (``--snapshot-every``) equals a run with
-``--diffusion-steps k``.
+trains both folders under assets/models/ on a CPU (one thread, deterministic algorithms, fixed
+step counts; no wall-clock-dependent decisions). The shipped generator is a fine-tune of the
+first tiny-sounds (``--init-from``; the exact two-stage command is in its MODEL_CARD.md): trained
+from scratch on the many-phrasing prompts it learned more slowly than the fine-tune. The learning
+rate is constant after warm-up, so a snapshot written at step k (``--snapshot-every``) equals a
+run with ``--diffusion-steps k``.
 """
 
 from __future__ import annotations
