@@ -270,11 +270,12 @@ def run_task(task: Task, settings: list[str], methods: list[str], peers: bool, c
 
 def to_markdown(env: dict, results: list[dict]) -> str:
     lines = ["# bench.methods", "",
-             f"torch {env['torch']}, {env['threads']} threads, {env['cpu_capability']}. FD = Fréchet distance on "
+             f"torch {env['torch']}, {env['cpu_capability']}. FD = Fréchet distance on "
              "the embedded classifiers' 128-d features (FID for tiny-digits, FAD for tiny-sounds).", ""]
     for r in results:
         kindp = "PSNR dB" if r["model"] == "tiny-digits" else "SNR dB"
-        lines += [f"## {r['model']} ({r['n_eval']} samples, {r['steps']} steps)", "",
+        threads = f", {r['threads']} threads" if "threads" in r else ""
+        lines += [f"## {r['model']} ({r['n_eval']} samples, {r['steps']} steps{threads})", "",
                   f"FP: FD vs real **{_f(r['fd_fp_vs_ref'])}**; noise floor: FD(FP, FP other seeds) "
                   f"{_f(r['noise_floor_fd_fp_vs_fp'])}, FD(FP other seeds vs real) "
                   f"{_f(r['noise_floor_fd_fp2_vs_ref'])}. "
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:
         task = digits_task(args.n, args.steps) if name == "tiny-digits" else sounds_task(args.n, args.steps)
         new = run_task(task, args.settings, args.methods, not args.no_peers, cache, log)
+        new["threads"] = args.threads
         old = next((r for r in results if r["model"] == name), None)
         if old is None:
             results.append(new)
