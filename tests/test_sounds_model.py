@@ -169,3 +169,32 @@ def test_corpus_prompts_follow_the_split() -> None:
         pool = held_out_phrasings(kind) if held else train_phrasings(kind)
         assert any(prompt == pre + s for pre in PREFIXES for s in pool)
     assert corpus.held_out.sum() == len(KINDS)
+
+
+def test_word_piece_caption_tokens_and_config_round_trip(tmp_path: Path) -> None:
+    """Slot 0 is the pooled embedding, then one unit-norm x sqrt(384) token per word piece
+    ([CLS]/[SEP] dropped), padded with pooled copies; the token count travels in model_index.json."""
+    from backend.models.tiny_sounds_pipeline import TEXT_SCALE, encode_text, encode_text_tokens
+
+    prompts = ["a low hum", "a recording of an alarm clock beep"]
+    toks = encode_text_tokens(prompts, 6)
+    pooled = encode_text(prompts)[:, 0]
+    assert toks.shape == (2, 6, 384)
+    torch.testing.assert_close(toks[:, 0], pooled)
+    torch.testing.assert_close(toks.norm(dim=-1), torch.full((2, 6), TEXT_SCALE))
+    # "a low hum" = 3 word pieces -> slots 1..3 are words, 4..5 pooled copies
+    torch.testing.assert_close(toks[0, 4], pooled[0])
+    torch.testing.assert_close(toks[0, 5], pooled[0])
+    assert not torch.allclose(toks[0, 1], pooled[0])
+    # the long prompt is truncated to 5 word pieces: no pooled copy after slot 0
+    assert all(not torch.allclose(toks[1, j], pooled[1]) for j in range(1, 6))
+
+    pipe = TinySoundsPipeline.from_pretrained(str(ASSETS / "tiny-sounds"))
+    assert pipe.encode_prompt("a low hum").shape[1] == int(pipe.config.text_tokens)
+    multi = TinySoundsPipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, text_tokens=6)
+    multi.save_pretrained(str(tmp_path / "m"))
+    again = TinySoundsPipeline.from_pretrained(str(tmp_path / "m"))
+    assert again.config.text_tokens == 6
+    assert again.encode_prompt(["a low hum"]).shape == (1, 6, 384)
+    out = again(["a low hum"], num_inference_steps=2, output_type="mel", generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(out.mels).all()

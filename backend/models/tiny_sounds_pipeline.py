@@ -55,6 +55,27 @@ def encode_text(prompts: list[str]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(emb, dtype=np.float32) * TEXT_SCALE).unsqueeze(1)
 
 
+def encode_text_tokens(prompts: list[str], n_tokens: int) -> torch.Tensor:
+    """Prompts -> (B, n_tokens, 384): the pooled token, then MiniLM's contextual word-piece
+    tokens ([CLS]/[SEP] dropped, truncated to n_tokens - 1), each unit-norm x TEXT_SCALE; short
+    prompts are padded with copies of the pooled token.
+
+    Why: one pooled token dilutes the kind word ("an alarm clock beep" sits near "tick"); word
+    tokens let cross-attention pick the word that names the sound. Padding with pooled copies
+    (not a mask) keeps the call signature of the single-token model, and an all-zero null caption
+    attends exactly like the single zero token it replaces.
+    """
+    pooled = encode_text(prompts)[:, 0]
+    out = pooled[:, None, :].repeat(1, n_tokens, 1)
+    words = load_text_encoder().encode(
+        list(prompts), output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False
+    )
+    for i, w in enumerate(words):
+        w = w[1:-1][: n_tokens - 1].float()
+        out[i, 1 : 1 + len(w)] = F.normalize(w, dim=-1) * TEXT_SCALE
+    return out
+
+
 def fold(mels: torch.Tensor, factor: int) -> torch.Tensor:
     """(B, 1, 64, 64) mel images -> (B, factor^2, 64/factor, 64/factor) channels."""
     return F.pixel_unshuffle(mels, factor) if factor > 1 else mels
@@ -100,19 +121,21 @@ class TinySoundsPipeline(DiffusionPipeline):
     sample_rate = SAMPLE_RATE
 
     def __init__(
-        self, transformer: PixArtTransformer2DModel, scheduler: KarrasDiffusionSchedulers
+        self, transformer: PixArtTransformer2DModel, scheduler: KarrasDiffusionSchedulers, text_tokens: int = 1
     ) -> None:
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler)
+        self.register_to_config(text_tokens=int(text_tokens))
 
     @property
     def fold_factor(self) -> int:
         return N_MELS // int(self.transformer.config.sample_size)
 
     def encode_prompt(self, prompt: str | list[str]) -> torch.Tensor:
-        """(B, 1, 384) caption tokens for the transformer's cross-attention."""
+        """(B, text_tokens, 384) caption tokens for the transformer's cross-attention."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        return encode_text(prompts)
+        n = int(getattr(self.config, "text_tokens", 1))
+        return encode_text(prompts) if n == 1 else encode_text_tokens(prompts, n)
 
     @torch.no_grad()
     def __call__(

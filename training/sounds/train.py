@@ -31,6 +31,7 @@ from backend.models.tiny_sounds_pipeline import (
     TinySoundsPipeline,
     denoise,
     encode_text,
+    encode_text_tokens,
     fold,
 )
 from training.sounds.corpus import KINDS, PREFIXES, Corpus, build_corpus, train_phrasings
@@ -120,9 +121,9 @@ def build_transformer(width: int, layers: int, fold_factor: int) -> PixArtTransf
     )
 
 
-def save_generator(transformer: PixArtTransformer2DModel, path: Path) -> None:
+def save_generator(transformer: PixArtTransformer2DModel, path: Path, text_tokens: int = 1) -> None:
     scheduler = DPMSolverMultistepScheduler(**SCHEDULE)
-    TinySoundsPipeline(transformer=transformer, scheduler=scheduler).save_pretrained(
+    TinySoundsPipeline(transformer=transformer, scheduler=scheduler, text_tokens=text_tokens).save_pretrained(
         str(path), safe_serialization=True
     )
 
@@ -143,13 +144,19 @@ def train_generator(
     per_kind = [[p + s for s in train_phrasings(k) for p in PREFIXES] for k in KINDS]
     counts = torch.tensor([len(v) for v in per_kind])
     offsets = torch.cumsum(counts, 0) - counts
-    table = encode_text([p for v in per_kind for p in v])[:, 0] / TEXT_SCALE  # (P, 384) unit norm
+    flat = [p for v in per_kind for p in v]
+    if args.text_tokens == 1:
+        table = encode_text(flat) / TEXT_SCALE  # (P, 1, 384) unit norm
+    else:  # pooled token + word-piece tokens, padded with pooled copies
+        table = encode_text_tokens(flat, args.text_tokens) / TEXT_SCALE
+    # slots holding the pooled embedding (slot 0 and the padding): phrase mixing acts on these
+    pooled_slot = (table - table[:, :1]).abs().amax(-1) == 0  # (P, L)
     labels = torch.from_numpy(corpus.labels)[train_idx]
     x_all = fold(mels[train_idx], args.fold)
 
     def draw_prompts(lab: torch.Tensor) -> torch.Tensor:
         pick = (torch.rand(lab.shape, generator=gen) * counts[lab]).long()
-        return table[offsets[lab] + pick]
+        return offsets[lab] + pick
 
     model = build_transformer(args.width, args.layers, args.fold)
     if args.init_from:  # fine-tune: start from an earlier tiny-sounds transformer (same shape)
@@ -173,15 +180,17 @@ def train_generator(
         idx = torch.randint(0, len(x_all), (args.batch_size,), generator=gen)
         x0 = x_all[idx]
         lab = labels[idx]
-        text = draw_prompts(lab)
-        other = draw_prompts(lab)
-        lam = torch.rand(args.batch_size, 1, generator=gen)
-        mix = torch.rand(args.batch_size, 1, generator=gen) < args.phrase_mix
-        text = torch.where(mix, F.normalize(lam * text + (1 - lam) * other, dim=-1), text)
+        pick = draw_prompts(lab)
+        text = table[pick]  # (B, L, 384)
+        other = table[draw_prompts(lab), :1]  # the other prompt's pooled token
+        lam = torch.rand(args.batch_size, 1, 1, generator=gen)
+        mix = (torch.rand(args.batch_size, 1, 1, generator=gen) < args.phrase_mix) & pooled_slot[pick][..., None]
+        mixed = F.normalize(lam * text[:, :1] + (1 - lam) * other, dim=-1)
+        text = torch.where(mix, mixed, text)
         text = text + args.text_noise / TEXT_DIM**0.5 * torch.randn(text.shape, generator=gen)
         text = F.normalize(text, dim=-1) * TEXT_SCALE
         drop = torch.rand(args.batch_size, generator=gen) < args.caption_dropout
-        text = torch.where(drop[:, None], torch.zeros_like(text), text).unsqueeze(1)
+        text = torch.where(drop[:, None, None], torch.zeros_like(text), text)
         t = torch.randint(0, 1000, (args.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = acp[t].sqrt().view(-1, 1, 1, 1)
@@ -206,7 +215,7 @@ def train_generator(
                 flush=True,
             )
         if args.snapshot_every and step % args.snapshot_every == 0:
-            save_generator(ema, Path(args.snapshot_dir) / f"step_{step}")
+            save_generator(ema, Path(args.snapshot_dir) / f"step_{step}", args.text_tokens)
     log["generator"] = {
         "steps": args.diffusion_steps,
         "batch_size": args.batch_size,
@@ -240,6 +249,8 @@ def main() -> None:
     p.add_argument("--snapshot-dir", type=str, default="/tmp/tiny_sounds_snapshots")
     p.add_argument("--init-from", type=str, default="",
                    help="a tiny-sounds folder whose transformer weights start the run (fine-tuning)")
+    p.add_argument("--text-tokens", type=int, default=1,
+                   help="caption tokens: 1 = the pooled MiniLM embedding; n > 1 adds n - 1 word-piece tokens")
     p.add_argument("--skip-classifier", action="store_true")
     p.add_argument("--skip-generator", action="store_true")
     args = p.parse_args()
@@ -255,7 +266,7 @@ def main() -> None:
         clf.save_pretrained(out / "tiny-sounds-classifier")
     if not args.skip_generator:
         ema = train_generator(corpus, mels, args, log)
-        save_generator(ema, out / "tiny-sounds")
+        save_generator(ema, out / "tiny-sounds", args.text_tokens)
     log["total_seconds"] = round(time.time() - t0, 1)
     Path("/tmp/tiny_sounds_train_log.json").write_text(json.dumps(log, indent=2))
     print(json.dumps(log, indent=2))
