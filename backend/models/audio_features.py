@@ -12,8 +12,10 @@ of front ends instead of the quantization under test. So every constant lives he
   its bin whatever ``N_FFT`` is; power is then expressed in dB and mapped linearly from
   [``DB_FLOOR``, ``DB_CEIL``] to [-1, 1] with FIXED constants (no per-clip normalisation, so
   loudness survives the round trip and a silent output looks silent).
-- Back to audio: non-negative least squares from mel to linear magnitude, then Griffin-Lim with
-  a fixed number of iterations and a fixed random state, so the same mel gives the same audio.
+- Back to audio: the mel bank's pseudo-inverse to linear magnitude, Griffin-Lim with a fixed
+  number of iterations and a fixed random state, then a few mel-consistency passes (see
+  :func:`logmel_to_waveform`), so the same mel gives the same audio and that audio's log-mel is
+  close to the one asked for.
 
 All functions are pure (no state, no randomness beyond the fixed Griffin-Lim seed).
 """
@@ -38,6 +40,7 @@ DB_FLOOR = -80.0
 DB_CEIL = 0.0
 GRIFFIN_LIM_ITERS = 32
 GRIFFIN_LIM_SEED = 0
+MEL_CONSISTENCY_ITERS = 8
 RESAMPLER = "soxr_hq"
 
 _WINDOW_SUM = float(np.sum(librosa.filters.get_window("hann", N_FFT, fftbins=True)))
@@ -105,18 +108,55 @@ def waveform_to_logmel(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
         waveform = waveform.detach().cpu().numpy()
     y = fit_clip(waveform)
     spec = librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann", center=True)
-    mag = np.abs(spec)[..., :N_FRAMES] / _WINDOW_SUM
-    mel_power = np.einsum("mf,...ft->...mt", mel_basis(), mag**2)
-    db = 10.0 * np.log10(np.maximum(mel_power, 1e-12))
+    db = 10.0 * np.log10(np.maximum(_mel_power(spec), 1e-12))
     return normalise_db(db)
+
+
+def _mel_power(spec: np.ndarray) -> np.ndarray:
+    """Complex STFT (..., N_FFT//2+1, N_FRAMES + 1) -> mel power (..., N_MELS, N_FRAMES)."""
+    mag = np.abs(spec)[..., :N_FRAMES] / _WINDOW_SUM
+    return np.einsum("mf,...ft->...mt", mel_basis(), mag**2)
+
+
+@lru_cache(maxsize=1)
+def _band_to_bin_weights() -> np.ndarray:
+    """(N_FFT//2+1, N_MELS): each linear bin's share of the mel bands it belongs to (rows sum to 1)."""
+    basis = mel_basis()
+    return (basis / np.maximum(basis.sum(axis=0, keepdims=True), 1e-8)).T.astype(np.float32)
+
+
+def _mel_consistency(y: np.ndarray, target_power: np.ndarray, iters: int) -> np.ndarray:
+    """Pull a waveform's mel power onto ``target_power`` (N_MELS, N_FRAMES).
+
+    Why: Griffin-Lim matches a LINEAR magnitude that the 64-band mel only loosely pins down; its
+    inconsistent phases leak energy into bands the mel says are silent (measured on real held-out
+    clips: +8 dB in the lowest bands, up to +20 dB around a siren's sweep), which turns a drum into
+    a hum and a siren into a chord for the judge and for FAD. Each pass measures the clip's mel,
+    takes the per-band power gain target / measured, capped at 4 (+6 dB), spreads it to the linear
+    bins of each band and resynthesises from the gained STFT. Attenuating alone removed the leakage
+    but left tones 2-3 dB too quiet (the inverse under-shoots in-band); the capped boost restores
+    the level (a 0.5-amplitude sine comes back at 0.998-1.003 of its RMS) without inventing
+    energy in silent bands, whose target is the floor.
+    """
+    weights = _band_to_bin_weights()
+    for _ in range(iters):
+        spec = librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann", center=True)
+        ratio = np.clip(target_power / np.maximum(_mel_power(spec), 1e-12), 0.0, 4.0)
+        gain = np.sqrt(weights @ ratio)
+        gain = np.concatenate([gain, gain[:, -1:]], axis=1)  # the dropped 65th frame
+        y = librosa.istft(spec * gain, hop_length=HOP_LENGTH, n_fft=N_FFT, window="hann", center=True,
+                          length=CLIP_SAMPLES)
+    return y
 
 
 def logmel_to_waveform(logmel: np.ndarray | torch.Tensor) -> np.ndarray:
     """Normalised log-mel (..., N_MELS, N_FRAMES) -> waveform(s) (..., CLIP_SAMPLES), float32.
 
     Mel power -> linear power by the mel bank's pseudo-inverse clipped at zero (NNLS is ~100x
-    slower and barely better after Griffin-Lim), then
-    Griffin-Lim with GRIFFIN_LIM_ITERS iterations from a fixed random phase: deterministic.
+    slower and no better after Griffin-Lim), then Griffin-Lim with GRIFFIN_LIM_ITERS iterations
+    from a fixed random phase, then MEL_CONSISTENCY_ITERS passes of :func:`_mel_consistency`:
+    deterministic. (More Griffin-Lim iterations or a zero-phase start do not reduce the leakage
+    that the consistency passes remove: measured, 32 vs 64 vs 128 iterations.)
     """
     if isinstance(logmel, torch.Tensor):
         logmel = logmel.detach().cpu().float().numpy()
@@ -142,5 +182,6 @@ def logmel_to_waveform(logmel: np.ndarray | torch.Tensor) -> np.ndarray:
             length=CLIP_SAMPLES,
             random_state=GRIFFIN_LIM_SEED,
         )
-        out[i] = y.astype(np.float32)
+        target = np.maximum(10.0 ** (denormalise_db(item) / 10.0), 1e-12)
+        out[i] = _mel_consistency(y, target, MEL_CONSISTENCY_ITERS).astype(np.float32)
     return out.reshape(batch_shape + (CLIP_SAMPLES,))
