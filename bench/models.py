@@ -81,7 +81,7 @@ def bench_sounds(per_kind: int, steps: int, seed: int, threads: list[int], grid:
         "per_class_accuracy": res["per_kind"],
         "confused_with": res["confused"],
         "seconds": by_threads[best],
-        "seconds_what": "one 1.024 s clip (sampler + CFG + Griffin-Lim), median of 3",
+        "seconds_what": "one 1.024 s clip (sampler + CFG + vocoder), median of 3",
         "threads": best,
         "seconds_by_threads": by_threads,
         "denoiser_params": n_params(pipe.transformer),

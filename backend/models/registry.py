@@ -137,7 +137,7 @@ _ENTRIES: tuple[ModelEntry, ...] = (
         default_guidance=2.0,
         licence="qlisten's own weights, trained on synthetic numpy audio (same licence as qlisten)",
         sample_rate=16_000,
-        description="PixArt-style transformer on 64x64 log-mels, MiniLM text, Griffin-Lim.",
+        description="PixArt-style transformer on 64x64 log-mels, MiniLM text, mel-consistent Griffin-Lim.",
     ),
     ModelEntry(
         name="tiny-digits",

@@ -150,7 +150,8 @@ class TinySoundsPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> TinySoundsPipelineOutput | tuple[np.ndarray, np.ndarray]:
-        """Generate clips. output_type "np" -> audio through Griffin-Lim; "mel" skips it.
+        """Generate clips. output_type "np" -> audio through the vocoder (Griffin-Lim + mel
+        consistency, audio_features.logmel_to_waveform); "mel" skips it.
 
         guidance_scale <= 1 runs the conditional branch alone (half the compute).
         """

@@ -110,7 +110,7 @@ def generate_and_judge(
 
 
 def seconds_per_clip(pipe: TinySoundsPipeline, steps: int, guidance: float, repeats: int = 3) -> float:
-    """Median wall time of one clip (sampler + CFG + Griffin-Lim), after one warm-up call."""
+    """Median wall time of one clip (sampler + CFG + vocoder), after one warm-up call."""
     pipe("a high beep", num_inference_steps=steps, guidance_scale=guidance)
     times = []
     for i in range(repeats):
