@@ -26,9 +26,10 @@ NON_DETERMINING_KEYS: frozenset[str] = frozenset(
     {"label", "name", "note", "notes", "tags", "client", "client_id", "session", "priority"}
 )
 
-# Bump when the meaning of a request changes (e.g. the runner's output format), so that old
-# cached runs stop matching new requests.
-HASH_SCHEMA = 1
+# Bump when the meaning of a request changes (e.g. the runner's output format, or the audio path
+# of an embedded model), so that old cached runs stop matching new requests.
+# 2: tiny-sounds audio gained mel-consistency passes after Griffin-Lim (2026-12-01).
+HASH_SCHEMA = 2
 
 
 def _normalise(value: Any, path: str = "request") -> Any:
