@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from backend.quant.int8_kernel import int8_matmul_is_fast
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -25,6 +27,8 @@ def environment() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        # whether compute="auto" sends W8A8 layers to torch._int_mm here (backend/quant/int8_kernel.py)
+        "int8_matmul_fast": int8_matmul_is_fast(),
     }
 
 

@@ -97,7 +97,7 @@ def latency_rows(model: nn.Module, tokens: int, repeats: int) -> list[dict]:
 
         base = None
         for label, cfg in {"FP32": None,
-                           "W8A8 int8 (static per-tensor)": QuantConfig(w_bits=8, a_bits=8, compute="auto"),
+                           "W8A8 int8 (static per-tensor)": QuantConfig(w_bits=8, a_bits=8, compute="int8"),
                            "W8A8 fake-quant": QuantConfig(w_bits=8, a_bits=8, compute="fake")}.items():
             m = copy.deepcopy(model)
             if cfg is not None:

@@ -212,6 +212,29 @@ def test_int8_refused_where_scales_vary_along_k():
             compute="int8", skip=()))
 
 
+@pytest.mark.parametrize("fast,expected", [(True, "int8"), (False, "fake")])
+def test_auto_uses_int8_only_where_the_kernel_is_fast(monkeypatch, fast, expected):
+    """On an AVX2-only CPU torch._int_mm was measured 27-57x slower than float32, so "auto"
+    must fall back to fake-quant there; an explicit compute="int8" is still honoured."""
+    import backend.quant.apply as apply_mod
+
+    monkeypatch.setattr(apply_mod, "int8_matmul_is_fast", lambda: fast)
+    cfg = QuantConfig(w_bits=8, a_bits=8, a_mode="dynamic", skip=())
+    rep = quantize(nn.Sequential(nn.Linear(32, 16)), cfg)  # compute="auto" is the default
+    assert rep.layers[0].compute == expected
+    forced = quantize(nn.Sequential(nn.Linear(32, 16)), cfg.replace(compute="int8"))
+    assert forced.layers[0].compute == "int8"
+
+
+def test_int8_kernel_probe_is_a_cached_bool():
+    from backend.quant.int8_kernel import int8_matmul_is_fast
+
+    first = int8_matmul_is_fast()
+    assert isinstance(first, bool)
+    assert int8_matmul_is_fast() is first
+    assert int8_matmul_is_fast.cache_info().hits >= 1
+
+
 def test_recorder_histogram_growth_is_exact():
     lin = nn.Linear(1, 1)
     rec = ActivationRecorder(nn.Sequential(lin), bins=8, per_channel=False)

@@ -20,6 +20,7 @@ from torch import nn
 from .calibration import ActivationRecorder, CalibrationRecord
 from .config import LayerOverride, LayerRecipe, QuantConfig
 from .errors import QuantError
+from .int8_kernel import int8_matmul_is_fast
 from .layers import QUANT_LAYER_TYPES, ActQuantizer, QuantConv2d, QuantLinear, int8_eligible
 from .primitives import choose_qparams, qrange
 from .report import LayerReport, QuantReport
@@ -182,6 +183,8 @@ def _compute_for(name: str, recipe: LayerRecipe, mode: str) -> str:
     eligible = int8_eligible(recipe)
     if mode == "int8" and not eligible:
         raise QuantError(f"{name}: compute='int8' needs {QuantLinear.int8_requirements()}")
+    if mode == "auto" and eligible and not int8_matmul_is_fast():
+        return "fake"  # no fast int8 kernel on this CPU (see int8_kernel.py)
     return "int8" if eligible else "fake"
 
 

@@ -92,8 +92,9 @@ class QuantConfig:
     activation quantization), per token with ``"token"``, or per sample with ``"tensor"``.
 
     ``compute="int8"`` runs W8A8 layers through a real integer matmul (``torch._int_mm``,
-    int32 accumulation); ``"auto"`` does so where a layer's recipe allows it; ``"fake"``
-    always uses the dequantize-then-float reference.
+    int32 accumulation); ``"auto"`` does so where a layer's recipe allows it AND this CPU has a
+    fast int8 kernel (:func:`backend.quant.int8_kernel.int8_matmul_is_fast`: AVX2-only CPUs
+    do not); ``"fake"`` always uses the dequantize-then-float reference.
     """
 
     w_bits: int | None = 8
